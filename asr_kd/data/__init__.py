@@ -1,0 +1,1 @@
+"""Data layer: Kaldi data dirs, audio reading, filterbank features, per-utterance stores."""

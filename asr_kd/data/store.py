@@ -1,0 +1,141 @@
+"""RaggedStore: per-utterance arrays of one shape family, stored as ONE contiguous array.
+
+Features, alignments and cached teacher posteriors all have this shape: utterance u owns rows
+offsets[u]:offsets[u+1] of a (total_rows, *row_shape) array. Keeping the rows contiguous lets the
+trainer move a whole set to the device as one tensor and index frames by arithmetic.
+
+On disk (a directory, written atomically)::
+
+    data.bin      raw little-endian rows (memory-mapped on read)
+    offsets.npy   int64, len(keys) + 1
+    keys.txt      one utterance id per line, in row order
+    meta.json     {"dtype", "row_shape", "num_rows", "num_keys", ...producer metadata}
+
+Why not Kaldi ark/scp: random frame access and one-shot device upload need contiguity; ark
+import/export lives in features.py for interop.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from asr_kd.errors import AsrKdError
+from asr_kd.io import make_temp_dir, read_json, replace_dir, write_json
+
+
+class RaggedStore:
+    """Read side: `store[utt]` is that utterance's (rows, *row_shape) array (a memmap view)."""
+
+    def __init__(self, path: str | os.PathLike, mmap: bool = True):
+        self.path = Path(path)
+        meta_file = self.path / "meta.json"
+        if not meta_file.is_file():
+            raise AsrKdError(f"{self.path}: not a store (no meta.json); was the stage that writes it run?")
+        self.meta = read_json(meta_file)
+        self.keys = (self.path / "keys.txt").read_text(encoding="utf-8").split()
+        self.offsets = np.load(self.path / "offsets.npy")
+        dtype, shape = np.dtype(self.meta["dtype"]), (self.meta["num_rows"], *self.meta["row_shape"])
+        if len(self.offsets) != len(self.keys) + 1 or int(self.offsets[-1]) != shape[0]:
+            raise AsrKdError(f"{self.path}: offsets.npy does not match keys.txt / meta.json (corrupt store)")
+        if shape[0] == 0:
+            self.data = np.zeros(shape, dtype)
+        elif mmap:
+            self.data = np.memmap(self.path / "data.bin", dtype=dtype, mode="r", shape=shape)
+        else:
+            self.data = np.fromfile(self.path / "data.bin", dtype=dtype).reshape(shape)
+        self._index = {k: i for i, k in enumerate(self.keys)}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys)
+
+    def index(self, key: str) -> int:
+        try:
+            return self._index[key]
+        except KeyError:
+            raise AsrKdError(f"{self.path}: no utterance {key!r} in store") from None
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        i = self.index(key)
+        return self.data[self.offsets[i] : self.offsets[i + 1]]
+
+    def num_rows(self, key: str) -> int:
+        i = self.index(key)
+        return int(self.offsets[i + 1] - self.offsets[i])
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:
+        for k in self.keys:
+            yield k, self[k]
+
+
+class RaggedStoreWriter:
+    """Write side: append (key, array) in order, then `close(meta)` publishes the directory atomically.
+
+    Rows stream to disk, so memory stays flat for sets larger than RAM.
+    """
+
+    def __init__(self, path: str | os.PathLike, dtype="float32"):
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.tmp = make_temp_dir(self.path)
+        self._bin = open(self.tmp / "data.bin", "wb")
+        self.keys: list[str] = []
+        self.offsets = [0]
+        self.row_shape: tuple[int, ...] | None = None
+        self._seen: set[str] = set()
+
+    def add(self, key: str, array: np.ndarray) -> None:
+        array = np.asarray(array)
+        if key in self._seen:
+            raise AsrKdError(f"{self.path}: duplicate utterance id {key!r}")
+        if self.row_shape is None:
+            self.row_shape = tuple(array.shape[1:])
+        elif tuple(array.shape[1:]) != self.row_shape:
+            raise AsrKdError(f"{self.path}: utterance {key!r} has row shape {array.shape[1:]}, expected {self.row_shape}")
+        self._bin.write(np.ascontiguousarray(array, dtype=self.dtype.newbyteorder("<")).tobytes())
+        self._seen.add(key)
+        self.keys.append(key)
+        self.offsets.append(self.offsets[-1] + len(array))
+
+    def close(self, meta: dict | None = None) -> RaggedStore:
+        self._bin.close()
+        np.save(self.tmp / "offsets.npy", np.asarray(self.offsets, dtype=np.int64))
+        (self.tmp / "keys.txt").write_text("".join(k + "\n" for k in self.keys), encoding="utf-8")
+        info = dict(meta or {})
+        info.update(dtype=self.dtype.name, row_shape=list(self.row_shape or ()),
+                    num_rows=self.offsets[-1], num_keys=len(self.keys))
+        write_json(self.tmp / "meta.json", info)
+        replace_dir(self.tmp, self.path)
+        return RaggedStore(self.path)
+
+    def abort(self) -> None:
+        """Drop everything written: the destination is left as it was."""
+        self._bin.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+
+
+def write_store(path, items: Iterable[tuple[str, np.ndarray]], meta: dict | None = None, dtype="float32") -> RaggedStore:
+    """Write all `(key, array)` items to a RaggedStore at `path` atomically and open it."""
+    with RaggedStoreWriter(path, dtype) as w:
+        for key, arr in items:
+            w.add(key, arr)
+        return w.close(meta)
