@@ -14,6 +14,9 @@ from asr_kd.errors import AsrKdError
 
 COMMAND_MODULES = [
     "asr_kd.data.commands",
+    "asr_kd.data.commands_features",
+    "asr_kd.lang.commands",
+    "asr_kd.nnet.commands",
 ]
 
 

@@ -12,7 +12,7 @@ On disk (a directory, written atomically)::
     meta.json     {"dtype", "row_shape", "num_rows", "num_keys", ...producer metadata}
 
 Why not Kaldi ark/scp: random frame access and one-shot device upload need contiguity; ark
-import/export lives in features.py for interop.
+import/export lives in kaldi_io.py for interop.
 """
 from __future__ import annotations
 

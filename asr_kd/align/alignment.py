@@ -1,0 +1,202 @@
+"""Forced alignment of a set, and the alignment store (docs/ARTIFACTS.md) with priors, CTM and sanity stats.
+
+Store layout (`exp/<gmm>_ali/`): the dir itself is a RaggedStore of int32 pdf ids per frame,
+`phones/` and `transitions/` are RaggedStores of phone ids and transition ids, `priors.npy`
+(add-one smoothed pdf frequencies), `ctm.txt` (phone CTM), `stats.json`, `failed.txt`.
+Utterances that could not be aligned are left out of the store and listed in `failed.txt`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from asr_kd.align.graphs import compile_graphs, load_lang
+from asr_kd.data.store import RaggedStore, write_store
+from asr_kd.errors import AsrKdError
+from asr_kd.io import make_temp_dir, read_json, replace_dir, sha256_file
+from asr_kd.kaldi import gmm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AlignConfig:
+    """gmm-align-compiled settings (Kaldi's steps/align_si.sh defaults), plus a last-resort beam."""
+    beam: float = 10.0
+    retry_beam: float = 40.0
+    fail_beam: float = 500.0       # weak models can fail silently at retry_beam (DESIGN.md §3)
+    acoustic_scale: float = 0.1
+    self_loop_scale: float = 0.1
+    transition_scale: float = 1.0
+
+
+def align_set(am, tm, graphs: dict, feats: RaggedStore, cfg: AlignConfig, desc: str = "align"):
+    """Align every utterance of `graphs`. Returns ({utt: tids}, [failed utts], avg loglike per frame).
+
+    An alignment counts only if it covers every frame; a failure is retried once at `fail_beam`.
+    """
+    alignments, failed, tot_like, frames, retried = {}, [], 0.0, 0, 0
+    for utt, graph in tqdm(graphs.items(), desc=desc, unit="utt", leave=False, mininterval=5):
+        x = feats[utt]
+        tids, like = _align(am, tm, graph, x, cfg, cfg.beam, cfg.retry_beam)
+        if tids is None and cfg.fail_beam > cfg.retry_beam:
+            retried += 1
+            tids, like = _align(am, tm, graph, x, cfg, cfg.fail_beam, cfg.fail_beam)
+        if tids is None:
+            failed.append(utt)
+            continue
+        alignments[utt], tot_like, frames = tids, tot_like + like, frames + len(tids)
+    if retried or failed:
+        log.warning("%s: %d utterances retried at beam %g, %d failed: %s", desc, retried, cfg.fail_beam,
+                    len(failed), " ".join(failed[:20]))
+    return alignments, failed, tot_like / max(frames, 1)
+
+
+def _align(am, tm, graph, x, cfg: AlignConfig, beam: float, retry_beam: float):
+    return gmm.align_compiled(am, tm, graph, x, beam=beam, retry_beam=retry_beam,
+                              acoustic_scale=cfg.acoustic_scale, transition_scale=cfg.transition_scale,
+                              self_loop_scale=cfg.self_loop_scale)
+
+
+# ---------------------------------------------------------------- frame-level views
+
+def phone_segments(phones: np.ndarray, starts: np.ndarray) -> list[tuple[int, int, int]]:
+    """(phone, first frame, num frames) for each phone occurrence, from per-frame phones and start flags."""
+    starts = starts.copy()
+    starts[0] = True
+    starts[1:] |= phones[1:] != phones[:-1]
+    begin = np.flatnonzero(starts)
+    ends = np.append(begin[1:], len(phones))
+    return [(int(phones[b]), int(b), int(e - b)) for b, e in zip(begin, ends)]
+
+
+def phone_starts(tids: np.ndarray, table: gmm.TransitionTable) -> np.ndarray:
+    """True where a new phone instance begins: entering HMM state 0 from another state or phone.
+
+    Independent of self-loop reordering; assumes (as Kaldi topologies do) that state 0 is not
+    re-entered within a phone and is not also its last state.
+    """
+    state = table.hmm_state[tids]
+    starts = state == 0
+    starts[1:] &= state[:-1] != 0
+    return starts
+
+
+def priors_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Add-one smoothed pdf frequencies: no pdf gets a zero prior (log prior must stay finite)."""
+    counts = np.asarray(counts, np.float64) + 1.0
+    return counts / counts.sum()
+
+
+# ---------------------------------------------------------------- the store
+
+def write_alignment_store(out_dir: str | Path, labels: dict[str, dict[str, np.ndarray]], *, num_pdfs: int,
+                          feats: RaggedStore, model_path: str | Path | None, source: str,
+                          failed: list[str] = (), phone_names: dict[int, str] | None = None,
+                          silence_phones: list[int] = (), extra_files: dict[str, Path] | None = None) -> RaggedStore:
+    """Write the alignment store atomically. `labels[utt]` has "pdfs", "phones", "starts" and
+    optionally "transitions" (per-frame arrays); frame counts are checked against `feats`."""
+    for utt, lab in labels.items():
+        if len(lab["pdfs"]) != feats.num_rows(utt):
+            raise AsrKdError(f"utterance {utt}: alignment has {len(lab['pdfs'])} frames, features "
+                             f"{feats.path} have {feats.num_rows(utt)}")
+        if len(lab["pdfs"]) and (lab["pdfs"].min() < 0 or lab["pdfs"].max() >= num_pdfs):
+            raise AsrKdError(f"utterance {utt}: pdf id out of range [0, {num_pdfs})")
+    out_dir = Path(out_dir)
+    utts = sorted(labels)
+    counts = np.zeros(num_pdfs, np.int64)
+    for utt in utts:
+        counts += np.bincount(labels[utt]["pdfs"], minlength=num_pdfs)
+    fshift = feats.meta.get("frame_shift_ms", 10.0)
+    meta = {"num_pdfs": int(num_pdfs), "model_sha256": sha256_file(model_path) if model_path else None,
+            "frame_shift_ms": fshift, "feature_config_hash": feats.meta.get("config_hash"),
+            "feature_store": str(feats.path), "source": source, "num_failed": len(failed)}
+    tmp = make_temp_dir(out_dir)
+    try:
+        write_store(tmp, ((u, labels[u]["pdfs"]) for u in utts), meta, dtype="int32")
+        write_store(tmp / "phones", ((u, labels[u]["phones"]) for u in utts), meta, dtype="int32")
+        if all("transitions" in labels[u] for u in utts):
+            write_store(tmp / "transitions", ((u, labels[u]["transitions"]) for u in utts), meta, dtype="int32")
+        np.save(tmp / "priors.npy", priors_from_counts(counts))
+        (tmp / "failed.txt").write_text("".join(f"{u}\n" for u in failed), encoding="utf-8")
+        segments = {u: phone_segments(labels[u]["phones"], labels[u]["starts"]) for u in utts}
+        (tmp / "ctm.txt").write_text(format_ctm(segments, fshift / 1000.0, phone_names or {}), encoding="utf-8")
+        stats = alignment_stats(segments, labels, silence_phones, failed, phone_names or {})
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        for name, src in (extra_files or {}).items():
+            shutil.copyfile(src, tmp / name)
+        replace_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return RaggedStore(out_dir)
+
+
+def format_ctm(segments: dict[str, list[tuple[int, int, int]]], shift_s: float, names: dict[int, str]) -> str:
+    """Phone CTM lines: `utt 1 start duration phone` (seconds)."""
+    return "".join(f"{utt} 1 {b * shift_s:.2f} {n * shift_s:.2f} {names.get(p, p)}\n"
+                   for utt, segs in segments.items() for p, b, n in segs)
+
+
+def alignment_stats(segments, labels, silence_phones, failed, names) -> dict:
+    """Sanity numbers: silence fraction, per-phone mean duration in frames, failures."""
+    frames = sum(len(lab["phones"]) for lab in labels.values())
+    sil = sum(int(np.isin(lab["phones"], list(silence_phones)).sum()) for lab in labels.values())
+    durations: dict[int, list[int]] = {}
+    for segs in segments.values():
+        for p, _, n in segs:
+            durations.setdefault(p, []).append(n)
+    return {"num_aligned": len(labels), "num_failed": len(failed), "num_frames": frames,
+            "silence_fraction": sil / max(frames, 1),
+            "phone_mean_frames": {str(names.get(p, p)): round(float(np.mean(d)), 2) for p, d in sorted(durations.items())},
+            "phone_count": {str(names.get(p, p)): len(d) for p, d in sorted(durations.items())}}
+
+
+def labels_from_tids(tids: np.ndarray, table: gmm.TransitionTable) -> dict[str, np.ndarray]:
+    tids = np.asarray(tids, np.int32)
+    return {"pdfs": table.pdf[tids], "phones": table.phone[tids], "starts": phone_starts(tids, table),
+            "transitions": tids}
+
+
+def format_stats(ali_dir: str | Path) -> str:
+    """Printable summary of `stats.json` + priors for `asr-kd ali-stats`."""
+    ali_dir = Path(ali_dir)
+    stats = read_json(ali_dir / "stats.json")
+    meta = RaggedStore(ali_dir).meta
+    priors = np.load(ali_dir / "priors.npy")
+    durs = " ".join(f"{p}:{d}" for p, d in stats["phone_mean_frames"].items())
+    return (f"{ali_dir}: {stats['num_aligned']} utterances aligned, {stats['num_failed']} failed, "
+            f"{stats['num_frames']} frames\n"
+            f"num_pdfs {meta['num_pdfs']} (priors: {len(priors)} values, sum {priors.sum():.6f}, "
+            f"min {priors.min():.3g}), source {meta['source']}\n"
+            f"silence fraction {stats['silence_fraction']:.3f}\n"
+            f"mean phone duration (frames): {durs}\n")
+
+
+def align_data(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: str | Path,
+               model_dir: str | Path, out_dir: str | Path, cfg: AlignConfig | None = None) -> RaggedStore:
+    """steps/align_si.sh: align a set with `model_dir/final.mdl` + `tree` into an alignment store.
+
+    The model and tree are copied into the store, so it is self-contained (as a Kaldi ali dir).
+    """
+    feats = feats if isinstance(feats, RaggedStore) else RaggedStore(feats)
+    model_dir, lang = Path(model_dir), load_lang(lang_dir)
+    tree = gmm.read_tree(model_dir / "tree")
+    tm, am = gmm.read_model(model_dir / "final.mdl", tree)
+    missing = [u for u in texts if u not in feats]
+    if missing:
+        log.warning("%d utterances have no features in %s (e.g. %s); skipped", len(missing), feats.path, missing[0])
+    graphs = compile_graphs(lang, tm, tree, {u: t for u, t in sorted(texts.items()) if u in feats})
+    alignments, failed, like = align_set(am, tm, graphs, feats, cfg or AlignConfig(), desc=f"align {Path(out_dir).name}")
+    log.info("aligned %d utterances (%d failed), avg loglike per frame %.3f", len(alignments), len(failed), like)
+    table = gmm.TransitionTable(tm, tree)
+    labels = {u: labels_from_tids(t, table) for u, t in alignments.items()}
+    return write_alignment_store(out_dir, labels, num_pdfs=am.num_pdfs, feats=feats,
+                                 model_path=model_dir / "final.mdl", source="gmm", failed=failed,
+                                 phone_names=lang.phone_names, silence_phones=lang.silence,
+                                 extra_files={"final.mdl": model_dir / "final.mdl", "tree": model_dir / "tree"})

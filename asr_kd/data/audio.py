@@ -1,0 +1,198 @@
+"""Audio for a data dir: files soundfile reads (WAV, FLAC, NIST SPHERE), Kaldi pipe commands, segments.
+
+Everything comes back as float32 mono samples in [-1, 1) at the rate the caller expects; a file
+at another rate is an error unless resampling is asked for, so a corpus at 8 kHz never flows
+silently into a 16 kHz feature pipeline. Errors name the utterance and the file.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from asr_kd.data.datadir import DataDir, load_datadir, write_table
+from asr_kd.errors import AsrKdError
+
+log = logging.getLogger(__name__)
+
+
+def describe(source: str, utt: str | None) -> str:
+    return f"utterance '{utt}' ({source})" if utt is not None else str(source)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    num_samples: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / self.sample_rate
+
+
+def audio_info(path: str | os.PathLike, utt: str | None = None) -> AudioInfo:
+    """Rate, length and channels from the header only (no decoding): fast enough for utt2dur."""
+    path = check_exists(path, utt)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AsrKdError(f"{describe(path, utt)}: cannot read audio: {e}") from None
+    return AudioInfo(info.samplerate, info.frames, info.channels)
+
+
+def check_exists(path: str | os.PathLike, utt: str | None) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise AsrKdError(f"{describe(path, utt)}: audio file not found")
+    return path
+
+
+def read_audio(path: str | os.PathLike, expected_rate: int | None = 16000, resample: bool = False,
+               utt: str | None = None, channel: int | None = None,
+               start: float = 0.0, end: float = -1) -> np.ndarray:
+    """Samples of an audio file (or the [start, end) seconds of it; end -1 = to the end)."""
+    path = check_exists(path, utt)
+    label = describe(path, utt)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            rate = f.samplerate
+            first, last = segment_bounds(start, end, rate, f.frames, label)
+            f.seek(first)
+            samples = f.read(last - first, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AsrKdError(f"{label}: cannot read audio: {e}") from None
+    return finish(samples, rate, label, expected_rate, resample, channel)
+
+
+def decode_bytes(data: bytes, label: str) -> tuple[np.ndarray, int]:
+    """(samples x channels, rate) of an in-memory file, e.g. the stdout of a wav.scp pipe command."""
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AsrKdError(f"{label}: cannot read audio from the command's output: {e}") from None
+    return samples, rate
+
+
+def segment_bounds(start: float, end: float, rate: int, num_samples: int, label: str) -> tuple[int, int]:
+    """Sample range of [start, end) seconds; a segment may run at most 0.1 s past the end (rounding)."""
+    if num_samples == 0:
+        raise AsrKdError(f"{label}: audio has no samples (zero length)")
+    first = int(round(start * rate))
+    last = num_samples if end == -1 else int(round(end * rate))
+    if last > num_samples + int(0.1 * rate) or first >= num_samples:
+        raise AsrKdError(f"{label}: segment {start}..{end} s is beyond the audio ({num_samples / rate:.3f} s)")
+    return first, min(last, num_samples)
+
+
+def finish(samples: np.ndarray, rate: int, label: str, expected_rate: int | None, resample: bool,
+           channel: int | None) -> np.ndarray:
+    """(samples, channels) -> checked mono float32 at the expected rate."""
+    mono = pick_channel(samples, label, channel)
+    if mono.size == 0:
+        raise AsrKdError(f"{label}: audio has no samples (zero length)")
+    if expected_rate is not None and rate != expected_rate:
+        if not resample:
+            raise AsrKdError(f"{label}: sample rate {rate} Hz, expected {expected_rate} Hz "
+                             "(resample explicitly if that is what you want)")
+        import soxr
+        mono = soxr.resample(mono, rate, expected_rate, quality="HQ").astype(np.float32, copy=False)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def pick_channel(samples: np.ndarray, label: str, channel: int | None) -> np.ndarray:
+    channels = samples.shape[1]
+    if channel is None:
+        if channels != 1:
+            raise AsrKdError(f"{label}: audio has {channels} channels; choose one (channel=0..{channels - 1})")
+        return samples[:, 0]
+    if not 0 <= channel < channels:
+        raise AsrKdError(f"{label}: channel {channel} asked for, audio has {channels}")
+    return samples[:, channel]
+
+
+# ---------------------------------------------------------------- data dir entries
+
+def is_pipe(entry: str) -> bool:
+    return entry.rstrip().endswith("|")
+
+
+def run_pipe(entry: str, label: str) -> bytes:
+    """Run a Kaldi wav.scp command (`sph2pipe -f wav x.sph |`) with bash and return its stdout."""
+    command = entry.rstrip()[:-1]
+    try:
+        result = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, check=False)
+    except OSError as e:
+        raise AsrKdError(f"{label}: cannot run command: {e}") from None
+    if result.returncode != 0:
+        stderr = result.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        raise AsrKdError(f"{label}: command failed with exit code {result.returncode}: {' / '.join(stderr)}")
+    return result.stdout
+
+
+def check_plain_path(entry: str, label: str) -> str:
+    if len(entry.split()) != 1:
+        raise AsrKdError(f"{label}: wav.scp entry is neither one path nor a command ending in '|'")
+    if ".ark:" in entry:
+        raise AsrKdError(f"{label}: wav.scp entries pointing into Kaldi archives are not supported")
+    return entry
+
+
+def load_utterance(datadir: DataDir | str | os.PathLike, utt: str, expected_rate: int | None = 16000,
+                   resample: bool = False, channel: int | None = None) -> np.ndarray:
+    """Samples of one utterance of a data dir: a path or a pipe in wav.scp, cut by `segments` if present.
+
+    Relative paths in wav.scp are relative to the current directory, as in Kaldi.
+    """
+    data = datadir if isinstance(datadir, DataDir) else load_datadir(datadir)
+    if utt not in data.utt2spk:
+        raise AsrKdError(f"{data.path}: no utterance '{utt}'")
+    recording = data.recording_of(utt)
+    seg = data.segments[utt] if data.segments is not None else None
+    start, end = (seg.start, seg.end) if seg else (0.0, -1)
+    entry = data.wav_scp[recording]
+    label = describe(entry, utt)
+    if not is_pipe(entry):
+        return read_audio(check_plain_path(entry, label), expected_rate, resample, utt, channel, start, end)
+    samples, rate = decode_bytes(run_pipe(entry, label), label)
+    first, last = segment_bounds(start, end, rate, len(samples), label)
+    return finish(samples[first:last], rate, label, expected_rate, resample, channel)
+
+
+# ---------------------------------------------------------------- durations
+
+def utterance_duration(data: DataDir, utt: str) -> float:
+    """Seconds of one utterance: from the segment, else the file header; pipes must be run and decoded."""
+    seg = data.segments[utt] if data.segments is not None else None
+    if seg is not None and seg.end != -1:
+        return seg.end - seg.start
+    entry = data.wav_scp[data.recording_of(utt)]
+    label = describe(entry, utt)
+    if is_pipe(entry):
+        samples, rate = decode_bytes(run_pipe(entry, label), label)
+        total = len(samples) / rate
+    else:
+        total = audio_info(check_plain_path(entry, label), utt).duration
+    return total - (seg.start if seg is not None else 0.0)
+
+
+def compute_utt2dur(datadir: DataDir | str | os.PathLike) -> dict[str, float]:
+    data = datadir if isinstance(datadir, DataDir) else load_datadir(datadir)
+    return {utt: utterance_duration(data, utt)
+            for utt in tqdm(data.utt_ids, desc=f"utt2dur {data.path}", disable=len(data) < 1000)}
+
+
+def write_utt2dur(datadir: str | os.PathLike) -> dict[str, float]:
+    """Write `utt2dur` into a data dir (atomically) and return it."""
+    data = load_datadir(datadir)
+    durations = compute_utt2dur(data)
+    write_table(data.path / "utt2dur", durations)
+    log.info("%s: %d utterances, %.2f hours", data.path / "utt2dur", len(durations), sum(durations.values()) / 3600)
+    return durations

@@ -1,0 +1,1 @@
+"""Decode stage: HCLG graphs, decoding log-likelihood matrices to words, WER scoring."""

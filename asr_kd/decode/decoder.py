@@ -1,0 +1,142 @@
+"""Decoding (frames x pdfs) log-likelihood matrices to words with Kaldi's lattice-faster decoder.
+
+The same entry point serves GMMs (`gmm_loglikes`) and DNNs (log posterior - log prior). The decoder
+asks for a score per transition id, so each matrix is expanded through the transition model's
+transition-id -> pdf map and pre-multiplied by the acoustic scale. (kaldi-hmm-gmm's DecodableCtc
+returns column `index - 1` for transition id `index`, which is why column 0 is transition id 1.)
+A single-pass decoder has one knob for the acoustic/LM balance: the acoustic scale (LM weight =
+1 / acoustic scale in Kaldi's scoring terms).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from tqdm import tqdm
+
+from asr_kd.errors import AsrKdError
+from asr_kd.io import read_json, sha256_file
+
+log = logging.getLogger(__name__)
+
+FRAME_SHIFT_S = 0.01
+
+
+@dataclass
+class DecodeStats:
+    num_utts: int = 0
+    num_failed: int = 0      # no final state reached (a partial best path is used)
+    num_frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def real_time_factor(self) -> float:
+        """Decoding time / audio duration (10 ms frames)."""
+        return self.seconds / max(self.num_frames * FRAME_SHIFT_S, 1e-9)
+
+
+class Decoder:
+    """A loaded graph + transition model; `decode_one` turns one matrix into words."""
+
+    def __init__(self, graph_dir: str | os.PathLike, model_path: str | os.PathLike, *, beam: float = 13.0,
+                 lattice_beam: float = 6.0, max_active: int = 7000):
+        import kaldi_hmm_gmm as khg
+        from asr_kd.kaldi.fst import read_fst
+        from asr_kd.kaldi.gmm import read_model, read_tree
+        from asr_kd.lang.prepare_lang import read_symbol_table
+
+        graph_dir, model_path = Path(graph_dir), Path(model_path)
+        tree_path = model_path.parent / "tree"
+        _check_graph_matches(graph_dir, tree_path)
+        self.trans_model, self.am = read_model(model_path, read_tree(tree_path))
+        self.pdf_of_tid = np.asarray(self.trans_model.id2pdf_id, dtype=np.int64)[1:]  # column t-1 = tid t
+        self.num_pdfs = self.trans_model.num_pdfs
+        self.id2word = {i: w for w, i in read_symbol_table(graph_dir / "words.txt").items()}
+        self.graph = read_fst(graph_dir / "HCLG.fst")
+        config = khg.LatticeFasterDecoderConfig(beam=beam, max_active=max_active, lattice_beam=lattice_beam)
+        self._decoder = khg.LatticeFasterDecoder(self.graph, config)
+        self._khg = khg
+
+    def decode_one(self, utt: str, loglikes: np.ndarray, acoustic_scale: float) -> tuple[list[str], bool]:
+        """Best word sequence of one utterance, and whether it reached a final state."""
+        if loglikes.ndim != 2 or loglikes.shape[1] != self.num_pdfs:
+            raise AsrKdError(f"utterance {utt}: log-likelihoods have shape {loglikes.shape}, "
+                             f"the model has {self.num_pdfs} pdfs")
+        if not np.isfinite(loglikes).all():
+            raise AsrKdError(f"utterance {utt}: log-likelihoods contain NaN or inf")
+        scores = np.ascontiguousarray(acoustic_scale * loglikes[:, self.pdf_of_tid], dtype=np.float32)
+        decodable = self._khg.DecodableCtc(scores)
+        ok, _, word_ids, _ = self._khg.decode_utterance_lattice_faster(
+            decoder=self._decoder, decodable=decodable, trans_model=self.trans_model, utt=utt, allow_partial=True)
+        return [self.id2word[i] for i in word_ids], ok
+
+
+def decode(loglikes: Mapping[str, np.ndarray], graph_dir: str | os.PathLike, model_path: str | os.PathLike,
+           acoustic_scale: float = 0.1, beam: float = 13.0, lattice_beam: float = 6.0,
+           max_active: int = 7000) -> dict[str, list[str]]:
+    """Decode every utterance of `loglikes` (utt -> (frames, num_pdfs)); returns utt -> words."""
+    decoder = Decoder(graph_dir, model_path, beam=beam, lattice_beam=lattice_beam, max_active=max_active)
+    return decode_all(decoder, loglikes, acoustic_scale)[0]
+
+
+def decode_all(decoder: Decoder, loglikes: Mapping[str, np.ndarray],
+               acoustic_scale: float) -> tuple[dict[str, list[str]], DecodeStats]:
+    """Decode with an already loaded Decoder (to try several acoustic scales without reloading)."""
+    hyps, stats = {}, DecodeStats()
+    for utt in tqdm(sorted(loglikes), desc=f"decode (acwt {acoustic_scale:g})", unit="utt",
+                    disable=len(loglikes) < 20, leave=False):
+        matrix = np.asarray(loglikes[utt])
+        start = time.perf_counter()
+        hyps[utt], ok = decoder.decode_one(utt, matrix, acoustic_scale)
+        stats.seconds += time.perf_counter() - start
+        stats.num_utts, stats.num_frames = stats.num_utts + 1, stats.num_frames + len(matrix)
+        if not ok:
+            stats.num_failed += 1
+            log.warning("utterance %s: no path reached a final state; using the partial best path", utt)
+    log.info("decoded %d utterances (acoustic scale %g), %d without a final state, real-time factor %.4f",
+             stats.num_utts, acoustic_scale, stats.num_failed, stats.real_time_factor)
+    return hyps, stats
+
+
+def gmm_loglikes(am, feats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """(frames, num_pdfs) GMM log-likelihoods per utterance, all Gaussians in one matrix product.
+
+    log N(x; g) + log w_g = gconst_g + x . (mu_g / var_g) - 0.5 x^2 . (1 / var_g)  (Kaldi's DiagGmm form),
+    then log-sum-exp over each pdf's Gaussians.
+    """
+    gconsts, linear, quadratic, owner = [], [], [], []
+    for pdf in range(am.num_pdfs):
+        gmm = am.get_pdf(pdf)
+        gconsts.append(np.asarray(gmm.gconsts, np.float64))
+        linear.append(np.asarray(gmm.means_invvars, np.float64))
+        quadratic.append(-0.5 * np.asarray(gmm.inv_vars, np.float64))
+        owner.append(np.full(len(gconsts[-1]), pdf))
+    weights = np.concatenate([np.concatenate(linear), np.concatenate(quadratic)], axis=1).T  # (2D, G)
+    gconst, owner = np.concatenate(gconsts), np.concatenate(owner)
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    out = {}
+    for utt, x in feats.items():
+        x = np.asarray(x, np.float64)
+        if x.shape[1] != am.dim:
+            raise AsrKdError(f"utterance {utt}: features have dim {x.shape[1]}, the GMM expects {am.dim}")
+        per_gauss = np.concatenate([x, x * x], axis=1) @ weights + gconst            # (T, G)
+        peak = np.maximum.reduceat(per_gauss, starts, axis=1)                        # (T, P)
+        summed = np.add.reduceat(np.exp(per_gauss - peak[:, owner]), starts, axis=1)
+        out[utt] = (peak + np.log(summed)).astype(np.float32)
+    return out
+
+
+def _check_graph_matches(graph_dir: Path, tree_path: Path) -> None:
+    """Refuse a graph built for another tree (its pdf ids would mean something else)."""
+    meta_path = graph_dir / "meta.json"
+    if not (graph_dir / "HCLG.fst").is_file():
+        raise AsrKdError(f"{graph_dir}: no HCLG.fst (run make-graph first)")
+    if not tree_path.is_file():
+        raise AsrKdError(f"{tree_path}: missing; the decoder needs the model's tree next to it")
+    if meta_path.is_file() and read_json(meta_path).get("tree_sha256") != sha256_file(tree_path):
+        raise AsrKdError(f"{meta_path}: graph was built for another tree than {tree_path}; rebuild the graph")

@@ -1,0 +1,173 @@
+"""Distil a teacher (one model or an ensemble) into a student frame classifier.
+
+    teacher = OnlineTeacher.load(["exp/ens"], "arith")                # or CachedTeacher("exp/ens_cache_T2")
+    transfer = FrameData.load("data/fbank/train", "exp/tri1_ali")     # or no alignment: unlabelled
+    result = distill(TrainConfig(), teacher, transfer, LossConfig(), dev=dev, exp_dir="exp/student")
+
+The student trains with the nnet stage's trainer (`train_frame_classifier`) and this stage's loss
+(losses.py) through the trainer's loss hook; dev frame accuracy against hard labels drives its LR
+schedule and picks the best epoch, as for any model. The transfer set may be the training set, a
+subset of it (`transfer_subset`), or features without alignments (labels -1): the hard term then
+sees no labelled frame and contributes nothing. `distill.json` in the exp dir records the teacher,
+loss and transfer set; resuming with different ones is refused.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asr_kd.config import to_dict
+from asr_kd.distill.cache import CachedTeacher, check_cache_meta
+from asr_kd.distill.losses import LossConfig, Targets, distill_loss
+from asr_kd.distill.teachers import OnlineTeacher
+from asr_kd.errors import AsrKdError
+from asr_kd.io import read_json, write_json
+from asr_kd.nnet.frames import FrameBatch, FrameData
+from asr_kd.nnet.train import ModelSpec, TrainConfig, TrainResult, load_model, resolve_device, train_frame_classifier
+
+log = logging.getLogger(__name__)
+
+Teacher = OnlineTeacher | CachedTeacher
+
+
+@dataclass
+class TeacherConfig:
+    models: list[str] = field(default_factory=list)  # model dirs, final.pt files or an ensemble dir
+    combination: str = "arith"  # arith | geo
+    cache: str = ""  # a teacher cache dir (cache-teacher): used instead of running `models`
+
+
+@dataclass
+class DistillConfig:
+    """Everything a distillation run needs besides data: the student's training config, the loss, the teacher."""
+
+    student: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+
+@dataclass
+class DistillResult:
+    model: torch.nn.Module
+    spec: ModelSpec
+    train: TrainResult
+    exp_dir: Path
+
+
+def make_loss_fn(teacher: Teacher | None, loss_cfg: LossConfig):
+    """The trainer's `loss_fn(logits, batch)`: teacher targets for the batch's frames, then the weighted terms."""
+    if teacher is None and loss_cfg.needs_teacher:
+        raise AsrKdError(f"loss terms {sorted(loss_cfg.terms)} need a teacher, but none was given")
+
+    def loss_fn(logits: torch.Tensor, batch: FrameBatch):
+        if loss_cfg.needs_teacher:
+            targets = teacher.targets(batch, loss_cfg.temperature)
+        else:
+            targets = Targets(labels=batch.y)
+        loss, metrics = distill_loss(logits, targets, loss_cfg)
+        labelled = batch.y >= 0
+        metrics["frame_acc"] = ((logits.argmax(-1) == batch.y) & labelled).sum() / labelled.sum().clamp_min(1)
+        metrics["labelled_fraction"] = labelled.float().mean()
+        return loss, metrics
+
+    return loss_fn
+
+
+def load_teacher(cfg: TeacherConfig, temperature: float, *, feature_config_hash: str | None = None,
+                 device: str | torch.device = "cpu") -> Teacher:
+    """The configured teacher: a checked cache if `cfg.cache`, else the models run online."""
+    if cfg.cache:
+        spec = None
+        if cfg.models:  # when the models are named too, the cache must have been made from exactly them
+            spec = OnlineTeacher.load(cfg.models, cfg.combination).spec
+        return CachedTeacher(cfg.cache, temperature=temperature, spec=spec,
+                             feature_config_hash=feature_config_hash, device=device)
+    if not cfg.models:
+        raise AsrKdError("teacher: give teacher.models (model or ensemble dirs) or teacher.cache")
+    return OnlineTeacher.load(cfg.models, cfg.combination, device)
+
+
+def distill(student_cfg: TrainConfig, teacher: Teacher | None, transfer_set: FrameData, loss_cfg: LossConfig, *,
+            dev: FrameData, exp_dir: str | os.PathLike) -> DistillResult:
+    """Train a student on `transfer_set` with `loss_cfg` against `teacher`; returns the best-dev-epoch model."""
+    exp_dir = Path(exp_dir)
+    device = resolve_device(student_cfg.device)
+    transfer, dev = transfer_set.to(device), dev.to(device)
+    num_pdfs = transfer.num_pdfs or dev.num_pdfs
+    if teacher is not None:
+        if isinstance(teacher, CachedTeacher):
+            check_cache_meta(teacher.meta, teacher.path / "meta.json", temperature=loss_cfg.temperature)
+        if num_pdfs is not None and teacher.num_pdfs != num_pdfs:
+            raise AsrKdError(f"{transfer.name}: labels have {num_pdfs} pdfs but the teacher predicts {teacher.num_pdfs}")
+        num_pdfs = teacher.num_pdfs
+        teacher.to(device).attach(transfer)
+    record_run(exp_dir, teacher, transfer, loss_cfg)
+    result = train_frame_classifier(student_cfg, transfer, dev, loss_fn=make_loss_fn(teacher, loss_cfg),
+                                    exp_dir=exp_dir, num_pdfs=num_pdfs)
+    model, spec = load_model(exp_dir, device)
+    return DistillResult(model, spec, result, exp_dir)
+
+
+def record_run(exp_dir: Path, teacher: Teacher | None, transfer: FrameData, loss_cfg: LossConfig) -> None:
+    """Write distill.json; refuse to resume an exp dir that was distilling something else."""
+    labelled = int((transfer.labels >= 0).sum())
+    record = {"loss": to_dict(loss_cfg), "teacher": describe_teacher(teacher),
+              "transfer_set": {"name": str(transfer.name), "num_utts": len(transfer.utt_ids),
+                               "num_frames": transfer.num_frames, "labelled_frames": labelled}}
+    path = exp_dir / "distill.json"
+    if path.is_file() and read_json(path) != record:
+        old = read_json(path)
+        changed = sorted(k for k in record if old.get(k) != record[k])
+        raise AsrKdError(f"{path}: this exp dir was distilling with a different {', '.join(changed)}; "
+                         "use a new exp dir or delete the old one")
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+
+
+def describe_teacher(teacher: Teacher | None) -> dict | None:
+    if teacher is None:
+        return None
+    if isinstance(teacher, CachedTeacher):
+        keys = ("target", "combination", "temperature", "teacher_sha256", "top_k", "feature_config_hash")
+        return {"cache": str(teacher.path), **{k: teacher.meta[k] for k in keys}}
+    return {"online": [str(s) for s in teacher.ensemble.sources], "combination": teacher.combination,
+            "teacher_sha256": list(teacher.spec.sha256) if teacher.spec else None}
+
+
+# --------------------------------------------------------------------------- transfer sets
+
+
+def transfer_subset(data: FrameData, fraction: float, seed: int = 0) -> FrameData:
+    """A random `fraction` of `data`'s utterances (at least one), in their original order.
+
+    Whole utterances, not scattered frames: the subset is then also valid for cached lookups and
+    for sequence-level use. Labels, pdf count and priors are kept.
+    """
+    if not 0 < fraction <= 1:
+        raise AsrKdError(f"subset fraction must be in (0, 1], got {fraction}")
+    n = len(data.utt_ids)
+    count = max(1, round(fraction * n))
+    chosen = np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
+    offsets = data.offsets.cpu().numpy()
+    rows = np.concatenate([np.arange(offsets[u], offsets[u + 1]) for u in chosen])
+    lengths = offsets[chosen + 1] - offsets[chosen]
+    rows_t = torch.from_numpy(rows).to(data.device)
+    return FrameData(data.feats[rows_t], torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)])),
+                     [data.utt_ids[u] for u in chosen], data.labels[rows_t], data.num_pdfs, data.priors,
+                     name=f"{data.name}[{count}/{n} utts, seed {seed}]")
+
+
+def drop_labels(data: FrameData) -> FrameData:
+    """The same frames with every label -1: transfer data as if no alignment existed."""
+    return FrameData(data.feats, data.offsets, data.utt_ids, None, data.num_pdfs, data.priors,
+                     name=f"{data.name}[unlabelled]")
+
+
+def with_loss(cfg: DistillConfig, **changes) -> DistillConfig:
+    return dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, **changes))

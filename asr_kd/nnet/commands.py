@@ -1,0 +1,108 @@
+"""CLI: train, train-ensemble, compute-loglikes, eval-frames."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from asr_kd.errors import AsrKdError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one frame classifier (features + pdf alignments -> exp dir)")
+    _train_args(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("train-ensemble", help="train K frame classifiers differing by seed (and architecture)")
+    _train_args(p)
+    p.add_argument("--k", type=int, default=4, help="members per architecture (seeds seed, seed+1, ...)")
+    p.add_argument("--architectures", help="YAML list of model blocks (default: the config's model)")
+    p.add_argument("--sequential", action="store_true", help="train members one by one, not stacked")
+    p.set_defaults(func=_train_ensemble)
+
+    p = sub.add_parser("compute-loglikes", help="model/ensemble -> per-utterance log-likelihoods (store)")
+    p.add_argument("models", nargs="+", help="model dir(s), final.pt file(s) or an ensemble dir")
+    p.add_argument("feats", help="feature store")
+    p.add_argument("priors", help="alignment dir with priors.npy (or the .npy file); 'none' = log posteriors")
+    p.add_argument("out", help="output store")
+    _scoring_args(p)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    p.set_defaults(func=_compute_loglikes)
+
+    p = sub.add_parser("eval-frames", help="frame accuracy and CE of a model/ensemble against alignments")
+    p.add_argument("models", nargs="+", help="model dir(s), final.pt file(s) or an ensemble dir")
+    p.add_argument("feats", help="feature store")
+    p.add_argument("ali", help="alignment store")
+    _scoring_args(p)
+    p.add_argument("--out", help="also write the result as JSON here")
+    p.set_defaults(func=_eval_frames)
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    for name in ("feats", "ali", "dev_feats", "dev_ali", "exp_dir"):
+        p.add_argument(name)
+    p.add_argument("--config", help="YAML TrainConfig")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+
+
+def _scoring_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--combine", default="arith", choices=["arith", "geo"])
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--device", default="cpu")
+
+
+def _load(args):
+    from asr_kd.config import load_config
+    from asr_kd.nnet.frames import FrameData
+    from asr_kd.nnet.train import TrainConfig, resolve_device
+
+    cfg = load_config(TrainConfig, args.config, args.set)
+    device = resolve_device(cfg.device)
+    return cfg, FrameData.load(args.feats, args.ali, device=device), FrameData.load(args.dev_feats, args.dev_ali, device=device)
+
+
+def _train(args) -> None:
+    from asr_kd.nnet.train import train_frame_classifier
+
+    cfg, train, dev = _load(args)
+    result = train_frame_classifier(cfg, train, dev, exp_dir=args.exp_dir)
+    print(json.dumps({"exp_dir": str(result.exp_dir), "best_epoch": result.best_epoch,
+                      "dev_frame_acc": result.dev_frame_acc[0]}))
+
+
+def _train_ensemble(args) -> None:
+    import yaml
+
+    from asr_kd.config import from_dict
+    from asr_kd.nnet.ensemble import train_ensemble
+    from asr_kd.nnet.models import ModelConfig
+
+    archs = None
+    if args.architectures:
+        blocks = yaml.safe_load(Path(args.architectures).read_text(encoding="utf-8"))
+        if not isinstance(blocks, list):
+            raise AsrKdError(f"{args.architectures}: expected a YAML list of model blocks")
+        archs = [from_dict(ModelConfig, b, f"{args.architectures}[{i}]") for i, b in enumerate(blocks)]
+    cfg, train, dev = _load(args)
+    dirs = train_ensemble(cfg, args.k, train, dev, args.exp_dir, architectures=archs, stacked=not args.sequential)
+    print(json.dumps({"members": [str(d) for d in dirs]}))
+
+
+def _compute_loglikes(args) -> None:
+    from asr_kd.nnet.infer import compute_loglikes, read_priors
+
+    priors = None if args.priors == "none" else read_priors(args.priors)
+    store = compute_loglikes(args.models, args.feats, args.out, priors=priors, temperature=args.temperature,
+                             combine=args.combine, dtype=args.dtype, device=args.device)
+    print(json.dumps({"out": str(store.path), "utterances": len(store), "frames": store.meta["num_rows"]}))
+
+
+def _eval_frames(args) -> None:
+    from asr_kd.io import write_json
+    from asr_kd.nnet.infer import evaluate
+
+    result = evaluate(args.models, args.feats, args.ali, combine=args.combine, temperature=args.temperature,
+                      device=args.device)
+    if args.out:
+        write_json(args.out, result)
+    print(json.dumps(result))

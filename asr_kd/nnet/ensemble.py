@@ -1,0 +1,237 @@
+"""Ensembles of frame classifiers: training K members, and combining their posteriors.
+
+Training (`train_ensemble`): members differ by seed (init weights AND frame order) and optionally
+by architecture. Members of one architecture train in ONE process as stacked weights: their
+parameters are stacked along a new leading axis (torch.func.stack_module_state) and one
+vmap-ed functional call runs all K forward/backward passes as batched matmuls, each member on
+its own shuffled minibatch. SGD/AdamW are elementwise, so one optimizer over the stacked tensors
+is K independent optimizers; gradient clipping is per member. The members of a stacked group
+share one LR schedule (newbob on their mean dev accuracy) and one best epoch; set
+`stacked=False` (or use BatchNorm, whose running-stat updates cannot be vmap-ed) to train members
+one after another with their own schedules. Member k's initial weights and frame order depend only
+on its seed, so a stacked member starts exactly where a separately trained one would.
+
+Layout: `<exp>/ensemble.json` (member dirs, seeds, architectures), `<exp>/member_<i>/final.pt`
+(loadable like any single model), and per stacked group `<exp>/group_<g>/` holding the shared
+checkpoints and metrics.jsonl (lists = one value per member).
+
+Several GPUs: launch the same command with `torchrun --nproc_per_node=G -m asr_kd train-ensemble ...`;
+`distributed_members` gives rank r every G-th member (r, r+G, ...) and each rank trains its share
+on its own GPU (`cuda:LOCAL_RANK`) into the same exp dir. Members are independent, so no gradient
+all-reduce is needed; rank 0 writes ensemble.json after a barrier. With world size 1 (or no
+torchrun) this is the plain single-process path.
+
+Combination (`Ensemble.log_posteriors`): "arith" = log mean_k softmax(z_k / T) (the paper's
+averaged predictions); "geo" = log_softmax(mean_k z_k / T), the normalised geometric mean, which
+can be cached as mean logits and re-tempered for any T.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from asr_kd.config import to_dict
+from asr_kd.errors import AsrKdError
+from asr_kd.expdir import ExpDir
+from asr_kd.io import read_json, write_json
+from asr_kd.nnet.frames import FrameData
+from asr_kd.nnet.models import ModelConfig, stackable
+from asr_kd.nnet.train import (ModelSpec, TrainConfig, best_member_states, init_model, load_model, make_spec,
+                               resolve_device, run_training, save_final, train_frame_classifier)
+
+log = logging.getLogger(__name__)
+
+COMBINE = ("arith", "geo")
+
+
+# ---------------------------------------------------------------- stacked training ----------
+class StackedLearner:
+    """K same-architecture members as stacked parameters, run with vmap."""
+
+    def __init__(self, models: list[torch.nn.Module]):
+        self.k = len(models)
+        params, buffers = stack_module_state(models)
+        self.base = copy.deepcopy(models[0]).to("meta")  # the architecture, without weights
+        self.module = _StackedParams(self.base)  # holds the stacked tensors: parameters(), train()/eval()
+        self.names = list(params)
+        for i, name in enumerate(self.names):
+            self.module.register_parameter(f"p{i}", torch.nn.Parameter(params[name]))
+        self.buffers = buffers
+
+    def params(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self.module, f"p{i}") for i, name in enumerate(self.names)}
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        def call(p, b, xx):
+            return functional_call(self.base, (p, b), (xx,))
+
+        return vmap(call, randomness="different")(self.params(), self.buffers, x)
+
+    def clip_grad(self, max_norm: float) -> None:
+        grads = [p.grad for p in self.params().values() if p.grad is not None]
+        norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()  # (K,)
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
+
+    def state_dict(self) -> dict:
+        return {name: p.detach().clone() for name, p in self.params().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            for name, p in self.params().items():
+                p.copy_(state[name])
+
+    def member_states(self, state: dict) -> list[dict]:
+        return [{name: t[k].clone() for name, t in state.items()} for k in range(self.k)]
+
+
+class _StackedParams(torch.nn.Module):
+    """Owns the stacked parameters; train()/eval() also switch the (unregistered) base module."""
+
+    def __init__(self, base: torch.nn.Module):
+        super().__init__()
+        self._base = [base]  # a list, so its meta-device parameters stay out of parameters()
+
+    def train(self, mode: bool = True):
+        self._base[0].train(mode)
+        return super().train(mode)
+
+
+def member_seeds(cfg: TrainConfig, k: int) -> list[int]:
+    """Seeds of K members: cfg.seed, cfg.seed + 1, ... (member i's init and shuffling)."""
+    return [cfg.seed + i for i in range(k)]
+
+
+def train_ensemble(cfg: TrainConfig, k: int, train: FrameData, dev: FrameData, exp_dir: str | Path, *,
+                   architectures: list[ModelConfig] | None = None, stacked: bool = True) -> list[Path]:
+    """Train k members per architecture (default: cfg.model) into exp_dir; returns member dirs."""
+    if k < 1:
+        raise AsrKdError(f"ensemble size k must be >= 1, got {k}")
+    exp_dir = Path(exp_dir)
+    archs = architectures or [cfg.model]
+    members = [(a, s) for a in archs for s in member_seeds(cfg, k)]
+    rank, world = distributed_rank()
+    device = resolve_device(cfg.device) if world == 1 else torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    train, dev = train.to(device), dev.to(device)
+    mine = [i for i in range(len(members)) if i % world == rank]
+    for g, arch in enumerate(archs):
+        group = [i for i in mine if members[i][0] is arch]
+        if not group:
+            continue
+        group_cfg = dataclasses.replace(cfg, model=arch, device=str(device))
+        if stacked and stackable(arch) and len(group) > 1:
+            train_stacked(group_cfg, [members[i][1] for i in group], train, dev,
+                          exp_dir / (f"group_{g}" if world == 1 else f"group_{g}_rank{rank}"), [member_dir(exp_dir, i) for i in group])
+        else:
+            for i in group:
+                train_frame_classifier(dataclasses.replace(group_cfg, seed=members[i][1]), train, dev,
+                                       exp_dir=member_dir(exp_dir, i))
+    dirs = [member_dir(exp_dir, i) for i in range(len(members))]
+    if world > 1:
+        torch.distributed.barrier()
+    if rank == 0:
+        write_json(exp_dir / "ensemble.json", {
+            "members": [d.name for d in dirs], "seeds": [s for _, s in members],
+            "architectures": [to_dict(a) for a, _ in members]})
+    return dirs
+
+
+def member_dir(exp_dir: Path, i: int) -> Path:
+    return exp_dir / f"member_{i}"
+
+
+def train_stacked(cfg: TrainConfig, seeds: list[int], train: FrameData, dev: FrameData,
+                  group_dir: Path, out_dirs: list[Path]) -> None:
+    """One stacked run for all `seeds`; then each member's best weights go to out_dirs[i]/final.pt."""
+    spec = make_spec(cfg, train, dev, None)
+    learner = StackedLearner([init_model(spec, s).to(train.device) for s in seeds])
+    result = run_training(learner, cfg, train, dev, ExpDir(group_dir), spec, seeds)
+    for state, out, acc in zip(best_member_states(result, learner), out_dirs, result.dev_frame_acc):
+        out.mkdir(parents=True, exist_ok=True)
+        save_final(out / "final.pt", state, spec)
+        write_json(out / "member.json", {"group_dir": str(group_dir), "best_epoch": result.best_epoch,
+                                         "dev_frame_acc": acc})
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun (initialising the process group), else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+# ---------------------------------------------------------------- inference -----------------
+class Ensemble:
+    """K trained members (possibly of different architectures and windows) combined per frame."""
+
+    def __init__(self, members: list[tuple[torch.nn.Module, ModelSpec]]):
+        if not members:
+            raise AsrKdError("an ensemble needs at least one member")
+        pdfs = {spec.num_pdfs for _, spec in members}
+        if len(pdfs) != 1:
+            raise AsrKdError(f"ensemble members disagree on the number of pdfs: {sorted(pdfs)}")
+        self.members = members
+        self.sources: list[Path] = []  # final.pt files, when loaded from disk
+        self.num_pdfs = pdfs.pop()
+        self.feat_dim = members[0][1].feat_dim
+
+    @classmethod
+    def load(cls, dirs: list[str | Path] | str | Path, device: str | torch.device = "cpu") -> "Ensemble":
+        """From model dirs / final.pt files, or one ensemble dir (with ensemble.json)."""
+        if isinstance(dirs, (str, Path)):
+            dirs = [dirs]
+        paths: list[Path] = []
+        for d in map(Path, dirs):
+            if (d / "ensemble.json").is_file():
+                paths += [d / name for name in read_json(d / "ensemble.json")["members"]]
+            else:
+                paths.append(d)
+        ens = cls([load_model(p, device) for p in paths])
+        ens.sources = [p / "final.pt" if p.is_dir() else p for p in paths]
+        return ens
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @torch.no_grad()
+    def logits(self, data: FrameData, frame_index: torch.Tensor) -> torch.Tensor:
+        """(K, B, P) member logits for the given global frame ids of `data`."""
+        out = []
+        for model, spec in self.members:
+            x = data.windows(frame_index, spec.left_context, spec.right_context)
+            out.append(model(x.to(next(model.parameters()).device)).float())
+        return torch.stack(out).to(data.device)
+
+    def log_posteriors(self, data: FrameData, frame_index: torch.Tensor, temperature: float = 1.0,
+                       combine: str = "arith") -> torch.Tensor:
+        """(B, P) log of the combined posterior at temperature T."""
+        return combine_logits(self.logits(data, frame_index), temperature, combine)
+
+    def posteriors(self, data: FrameData, frame_index: torch.Tensor, temperature: float = 1.0,
+                   combine: str = "arith") -> torch.Tensor:
+        return self.log_posteriors(data, frame_index, temperature, combine).exp()
+
+
+def combine_logits(logits: torch.Tensor, temperature: float = 1.0, combine: str = "arith") -> torch.Tensor:
+    """(K, B, P) member logits -> (B, P) log combined posterior (see module docstring)."""
+    if temperature <= 0:
+        raise AsrKdError(f"temperature must be > 0, got {temperature}")
+    if combine == "arith":
+        logp = torch.log_softmax(logits / temperature, dim=-1)
+        return torch.logsumexp(logp, dim=0) - math.log(logits.shape[0])
+    if combine == "geo":
+        return torch.log_softmax(logits.mean(0) / temperature, dim=-1)
+    raise AsrKdError(f"combine: unknown {combine!r}; known: {', '.join(COMBINE)}")

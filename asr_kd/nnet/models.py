@@ -1,0 +1,181 @@
+"""Frame classifiers: context window (B, window*dim) -> logits over pdfs (B, num_pdfs).
+
+Architectures are chosen by name from MODELS, an explicit table of builders:
+
+- `dnn`: the paper's model (Hinton et al. 2015 §4: 8 hidden layers x 2560 ReLU) and the small
+  students (e.g. 2 x 512): `hidden_layers` x (Linear, optional LayerNorm/BatchNorm, ReLU, dropout).
+- `tdnn`: 1-D convolutions over the window's time axis (kernel `tdnn_kernel`, one layer per
+  entry of `tdnn_dilations`, `hidden_dim` channels), then one hidden linear layer over what
+  remains of the window: a Kaldi-style TDNN restricted to the window, for comparison.
+
+A trained model is stored as final.pt = {"state_dict", "spec": ModelSpec as dict}; `load_model`
+rebuilds it from the spec alone.
+
+Every model is a plain nn.Module with no in-place buffer updates except BatchNorm, so members
+without BatchNorm can be stacked and trained together (ensemble.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from asr_kd.config import from_dict
+from asr_kd.errors import AsrKdError
+from asr_kd.io import atomic_path
+
+
+@dataclass
+class ModelConfig:
+    name: str = "dnn"  # a key of MODELS
+    hidden_layers: int = 2
+    hidden_dim: int = 512
+    norm: str = "none"  # none | layer | batch
+    dropout: float = 0.0
+    tdnn_kernel: int = 3
+    tdnn_dilations: list[int] = field(default_factory=lambda: [1, 1, 2])
+
+
+def _norm(kind: str, dim: int) -> list[nn.Module]:
+    if kind == "none":
+        return []
+    if kind == "layer":
+        return [nn.LayerNorm(dim)]
+    if kind == "batch":
+        return [nn.BatchNorm1d(dim)]
+    raise AsrKdError(f"model.norm: unknown {kind!r}; known: none, layer, batch")
+
+
+def _hidden_block(cfg: ModelConfig, in_dim: int) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Linear(in_dim, cfg.hidden_dim), *_norm(cfg.norm, cfg.hidden_dim), nn.ReLU()]
+    if cfg.dropout > 0:
+        layers.append(nn.Dropout(cfg.dropout))
+    return layers
+
+
+def build_dnn(cfg: ModelConfig, input_dim: int, num_pdfs: int, feat_dim: int) -> nn.Module:
+    layers: list[nn.Module] = []
+    width = input_dim
+    for _ in range(cfg.hidden_layers):
+        layers += _hidden_block(cfg, width)
+        width = cfg.hidden_dim
+    layers.append(nn.Linear(width, num_pdfs))
+    return nn.Sequential(*layers)
+
+
+class TDNN(nn.Module):
+    """Dilated 1-D convolutions over the window (valid padding), then an MLP head."""
+
+    def __init__(self, cfg: ModelConfig, input_dim: int, num_pdfs: int, feat_dim: int):
+        super().__init__()
+        self.feat_dim = feat_dim
+        window = input_dim // feat_dim
+        convs: list[nn.Module] = []
+        channels = feat_dim
+        for d in cfg.tdnn_dilations:
+            window -= d * (cfg.tdnn_kernel - 1)
+            convs += [nn.Conv1d(channels, cfg.hidden_dim, cfg.tdnn_kernel, dilation=d), nn.ReLU()]
+            channels = cfg.hidden_dim
+        if window < 1:
+            raise AsrKdError(f"model tdnn: kernel {cfg.tdnn_kernel} with dilations {cfg.tdnn_dilations} "
+                             f"needs a wider window than {input_dim // feat_dim} frames")
+        self.convs = nn.Sequential(*convs)
+        self.head = nn.Sequential(*_hidden_block(cfg, channels * window), nn.Linear(cfg.hidden_dim, num_pdfs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = x.reshape(*x.shape[:-1], -1, self.feat_dim).transpose(-1, -2)  # (B, dim, window)
+        return self.head(self.convs(frames).flatten(-2))
+
+
+MODELS: dict[str, Callable[[ModelConfig, int, int, int], nn.Module]] = {
+    "dnn": build_dnn,
+    "tdnn": TDNN,
+}
+
+
+def build_model(cfg: ModelConfig, input_dim: int, num_pdfs: int, feat_dim: int | None = None) -> nn.Module:
+    """The registered architecture `cfg.name` for windows of `input_dim` = window * feat_dim values."""
+    if cfg.name not in MODELS:
+        raise AsrKdError(f"model.name: unknown architecture {cfg.name!r}; known: {sorted(MODELS)}")
+    if feat_dim is None:
+        feat_dim = input_dim
+    if input_dim % feat_dim:
+        raise AsrKdError(f"model: input_dim {input_dim} is not a multiple of feat_dim {feat_dim}")
+    return MODELS[cfg.name](cfg, input_dim, num_pdfs, feat_dim)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_frame(model: nn.Module) -> int:
+    """Forward FLOPs per frame of the linear layers (2 per multiply-add); convolutions are counted
+    through their weight size times output positions, so MFU numbers are for dnn models."""
+    return sum(2 * m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def stackable(cfg: ModelConfig) -> bool:
+    """Whether members of this architecture can be trained as stacked weights (no BatchNorm buffers)."""
+    return cfg.norm != "batch"
+
+
+@dataclass
+class ModelSpec:
+    """What a trained model needs to be applied: architecture, window and output size."""
+
+    model: ModelConfig
+    feat_dim: int
+    left_context: int
+    right_context: int
+    num_pdfs: int
+
+    @property
+    def input_dim(self) -> int:
+        return (self.left_context + 1 + self.right_context) * self.feat_dim
+
+    def build(self) -> torch.nn.Module:
+        return build_model(self.model, self.input_dim, self.num_pdfs, self.feat_dim)
+
+    @property
+    def input_spec(self) -> dict:
+        """What the model reads: equal input specs = members can share one window batch."""
+        return {"feat_dim": self.feat_dim, "left_context": self.left_context, "right_context": self.right_context}
+
+    def get(self, key: str, default=None):
+        """Dict-style read (`spec.get("input_spec")`), for callers that treat the stored spec as a dict."""
+        return getattr(self, key, default)
+
+
+def init_model(spec: ModelSpec, seed: int) -> torch.nn.Module:
+    """Build the model with initial weights drawn from `seed` alone (so members are reproducible)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return spec.build()
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelSpec]:
+    """A trained model (in eval mode) from an exp dir or a final.pt file, with its ModelSpec."""
+    path = Path(path)
+    file = path / "final.pt" if path.is_dir() else path
+    if not file.is_file():
+        raise AsrKdError(f"{file}: no trained model (did training finish?)")
+    blob = torch.load(file, map_location=device, weights_only=True)
+    spec = spec_from_dict(blob["spec"])
+    model = spec.build().to(device)
+    model.load_state_dict(blob["state_dict"])
+    return model.eval(), spec
+
+
+def save_final(path: Path, state_dict: dict, spec: ModelSpec) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state_dict, "spec": dataclasses.asdict(spec)}, tmp)
+
+
+def spec_from_dict(d: dict) -> ModelSpec:
+    d = dict(d)
+    d["model"] = from_dict(ModelConfig, d["model"], "spec.model")
+    return ModelSpec(**d)

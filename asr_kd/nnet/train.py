@@ -1,0 +1,437 @@
+"""Train frame classifiers on (features, pdf labels), Kaldi-nnet1 style, resumable after a kill.
+
+    cfg = load_config(TrainConfig, "conf/dnn.yaml", ["lr=0.1"])
+    train = FrameData.load("data/fbank/train", "exp/tri1_ali")
+    dev = FrameData.load("data/fbank/dev", "exp/tri1_ali_dev")
+    result = train_frame_classifier(cfg, train, dev, exp_dir="exp/dnn")
+    model, spec = load_model("exp/dnn")
+
+The exp dir holds config.yaml, command.txt, env.json, log/, metrics.jsonl (one line per epoch),
+checkpoints/epoch_N.pt (model, optimizer, schedule, RNG and shuffling-generator states) and
+final.pt (the best-dev-accuracy epoch's weights + ModelSpec). Rerunning the same command after a
+kill resumes from the last checkpoint and, on CPU, ends with bit-identical weights.
+
+Distillation plugs in through `loss_fn(logits, batch) -> (loss, metrics)` (docs/ARTIFACTS.md,
+"Training-loss hook"); with a loss_fn every frame is visited (unlabelled transfer data too),
+without one only labelled frames are, under hard-label cross-entropy.
+
+The loop itself (`run_training`) is shared with the stacked ensemble trainer (ensemble.py): it
+drives a "learner" holding K >= 1 members; a single model is K = 1.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from asr_kd.config import to_dict
+from asr_kd.errors import AsrKdError
+from asr_kd.expdir import ExpDir
+from asr_kd.io import atomic_path, write_text
+from asr_kd.nnet.frames import FrameBatch, FrameData, make_generator, shuffled
+from asr_kd.nnet.models import ModelConfig, ModelSpec, init_model, load_model, save_final  # noqa: F401 (re-export)
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.Tensor, FrameBatch], "tuple[torch.Tensor, dict]"]
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    left_context: int = 5  # frames left of the centre (paper: 10)
+    right_context: int = 5  # frames right of the centre (paper: 15)
+    optimizer: str = "sgd"  # sgd (with momentum) | adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    max_epochs: int = 15
+    schedule: str = "newbob"  # newbob | cosine
+    newbob_threshold: float = 0.005  # halve the LR when dev frame accuracy improves less than this
+    newbob_max_halvings: int = 4  # then stop
+    min_epochs: int = 2  # newbob never stops before this many epochs
+    cosine_final_fraction: float = 0.01  # cosine decays the LR to lr * this at max_epochs
+    warmup_steps: int = 0
+    grad_clip: float = 5.0  # max gradient norm per member; 0 = off
+    seed: int = 1  # model init and frame shuffling
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    bf16: bool = True  # autocast to bfloat16 on CUDA (CPU always runs fp32)
+    keep_checkpoints: int = 2  # last N epoch checkpoints kept (plus the best epoch's)
+    eval_batch_size: int = 4096
+
+
+@dataclass
+class TrainResult:
+    exp_dir: Path
+    best_epoch: int
+    dev_frame_acc: list[float]  # per member, at the best epoch
+    last_epoch: int
+
+
+# ---------------------------------------------------------------- public API: one model ------
+def train_frame_classifier(cfg: TrainConfig, train: FrameData, dev: FrameData, *,
+                           loss_fn: LossFn | None = None, exp_dir: str | Path,
+                           num_pdfs: int | None = None) -> TrainResult:
+    """Train one model into `exp_dir` (resuming if it holds checkpoints); writes final.pt."""
+    device = resolve_device(cfg.device)
+    train, dev = train.to(device), dev.to(device)
+    spec = make_spec(cfg, train, dev, num_pdfs)
+    learner = SingleLearner(init_model(spec, cfg.seed).to(device))
+    result = run_training(learner, cfg, train, dev, ExpDir(exp_dir), spec, [cfg.seed], loss_fn)
+    states = best_member_states(result, learner)
+    save_final(Path(exp_dir) / "final.pt", states[0], spec)
+    return result
+
+
+def make_spec(cfg: TrainConfig, train: FrameData, dev: FrameData, num_pdfs: int | None) -> ModelSpec:
+    num_pdfs = num_pdfs or train.num_pdfs or dev.num_pdfs
+    if not num_pdfs:
+        raise AsrKdError(f"{train.name}: number of pdfs unknown (no alignment store given)")
+    if train.dim != dev.dim:
+        raise AsrKdError(f"{dev.name}: feature dim {dev.dim} differs from {train.name}'s {train.dim}")
+    return ModelSpec(cfg.model, train.dim, cfg.left_context, cfg.right_context, int(num_pdfs))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AsrKdError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------- learners ------------------
+class Learner(Protocol):
+    """K >= 1 members trained in lockstep on their own frame orders."""
+
+    k: int
+    module: torch.nn.Module  # carries .train()/.eval() and parameters()
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor: ...  # (K, B, D) -> (K, B, P)
+    def clip_grad(self, max_norm: float) -> None: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+    def member_states(self, state: dict) -> list[dict]: ...
+
+
+class SingleLearner:
+    k = 1
+
+    def __init__(self, model: torch.nn.Module):
+        self.module = model
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x[0])[None]
+
+    def clip_grad(self, max_norm: float) -> None:
+        torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)
+
+    def member_states(self, state: dict) -> list[dict]:
+        return [state]
+
+
+# ---------------------------------------------------------------- schedule ------------------
+class LRSchedule:
+    """newbob (per epoch, on dev frame accuracy) or cosine (per step); state is checkpointed."""
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
+        if cfg.schedule not in ("newbob", "cosine"):
+            raise AsrKdError(f"schedule: unknown {cfg.schedule!r}; known: newbob, cosine")
+        self.cfg, self.steps_per_epoch = cfg, steps_per_epoch
+        self.state = {"lr": cfg.lr, "step": 0, "halvings": 0, "best_acc": -1.0}
+
+    def lr_for_step(self) -> float:
+        cfg, step = self.cfg, self.state["step"]
+        warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        if cfg.schedule == "newbob":
+            return self.state["lr"] * warm
+        total = max(1, cfg.max_epochs * self.steps_per_epoch)
+        cos = 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        return cfg.lr * warm * (cfg.cosine_final_fraction + (1 - cfg.cosine_final_fraction) * cos)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> float:
+        lr = self.lr_for_step()
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        self.state["step"] += 1
+        return lr
+
+    def end_epoch(self, epoch: int, dev_acc: float) -> bool:
+        """Update after an epoch; True when training should stop."""
+        cfg, st = self.cfg, self.state
+        if cfg.schedule == "cosine":
+            return epoch >= cfg.max_epochs
+        improvement = dev_acc - st["best_acc"]
+        st["best_acc"] = max(st["best_acc"], dev_acc)
+        if improvement < cfg.newbob_threshold and epoch >= cfg.min_epochs:
+            st["halvings"] += 1
+            st["lr"] *= 0.5
+            log.info("epoch %d: dev accuracy gain %.4f < %.4f, lr halved to %.3g (%d/%d)", epoch, improvement,
+                     cfg.newbob_threshold, st["lr"], st["halvings"], cfg.newbob_max_halvings)
+        return epoch >= cfg.max_epochs or st["halvings"] > cfg.newbob_max_halvings
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise AsrKdError(f"optimizer: unknown {cfg.optimizer!r}; known: sgd, adamw")
+
+
+# ---------------------------------------------------------------- the loop ------------------
+@dataclass
+class LoopState:
+    epoch: int = 0
+    best_epoch: int = 0
+    best_acc: float = -1.0
+    best_member_acc: list[float] = field(default_factory=list)
+    stopped: bool = False
+
+
+def run_training(learner: Learner, cfg: TrainConfig, train: FrameData, dev: FrameData, exp: ExpDir,
+                 spec: ModelSpec, seeds: list[int], loss_fn: LossFn | None = None) -> TrainResult:
+    """Epochs of shuffled minibatches, dev evaluation, LR schedule and checkpoints, with resume."""
+    if loss_fn is not None and learner.k != 1:
+        raise AsrKdError("a custom loss_fn needs a single model (K = 1)")
+    frames = train.labelled_frames() if loss_fn is None else torch.arange(train.num_frames, device=train.device)
+    if len(frames) == 0:
+        raise AsrKdError(f"{train.name}: no labelled frames to train on")
+    if len(dev.labelled_frames()) == 0:
+        raise AsrKdError(f"{dev.name}: the dev set has no labels (needed for the LR schedule)")
+    steps = math.ceil(len(frames) / cfg.batch_size)
+    optimizer = make_optimizer(cfg, learner.module.parameters())
+    schedule = LRSchedule(cfg, steps)
+    gens = [make_generator(s, train.device) for s in seeds]
+    state = LoopState()
+    with _log_into(exp):
+        resume(exp, cfg, learner, optimizer, schedule, gens, state)
+        if state.epoch == 0:
+            ExpDir.create(exp.path, cfg, log_name="train")
+        _epochs(learner, cfg, train, dev, exp, frames, optimizer, schedule, gens, state, loss_fn)
+    return TrainResult(exp.path, state.best_epoch, state.best_member_acc, state.epoch)
+
+
+@contextlib.contextmanager
+def _log_into(exp: ExpDir):
+    """Mirror logging into exp/log/train.log for this run only (no handler leaks between runs)."""
+    logger = logging.getLogger("asr_kd")
+    before = list(logger.handlers)
+    if any((exp.path / "checkpoints").glob("epoch_*.pt")):
+        exp.add_log_file("train")
+    try:
+        yield
+    finally:
+        for handler in logger.handlers[:]:
+            if handler not in before:
+                logger.removeHandler(handler)
+                handler.close()
+
+
+def _epochs(learner, cfg, train, dev, exp, frames, optimizer, schedule, gens, state, loss_fn) -> None:
+    autocast = cfg.bf16 and train.device.type == "cuda"
+    while not state.stopped:
+        epoch = state.epoch + 1
+        t0 = time.time()
+        train_stats = run_epoch(learner, cfg, train, frames, gens, optimizer, schedule, loss_fn, epoch, autocast)
+        seconds = time.time() - t0
+        dev_stats = member_metrics(learner, dev, cfg, autocast)
+        mean_acc = sum(dev_stats["frame_acc"]) / learner.k
+        state.stopped = schedule.end_epoch(epoch, mean_acc)
+        if mean_acc > state.best_acc:
+            state.best_epoch, state.best_acc, state.best_member_acc = epoch, mean_acc, dev_stats["frame_acc"]
+        state.epoch = epoch
+        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **train_stats,
+                  "dev_ce": _one_or_all(dev_stats["ce"]), "dev_frame_acc": _one_or_all(dev_stats["frame_acc"]),
+                  "frames_per_s": round(len(frames) * learner.k / seconds, 1), "epoch_s": round(seconds, 2)}
+        exp.log_metrics(record)
+        log.info("epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "epoch"})
+        save_checkpoint(exp, cfg, learner, optimizer, schedule, gens, state)
+
+
+def _one_or_all(values: list[float]) -> float | list[float]:
+    return values[0] if len(values) == 1 else values
+
+
+def run_epoch(learner: Learner, cfg: TrainConfig, train: FrameData, frames: torch.Tensor,
+              gens: list[torch.Generator], optimizer, schedule: LRSchedule, loss_fn: LossFn | None,
+              epoch: int, autocast: bool) -> dict:
+    """One pass over `frames`, each member in its own random order; returns mean train metrics."""
+    learner.module.train()
+    orders = torch.stack([shuffled(frames, g) for g in gens])  # (K, N)
+    sums: dict[str, torch.Tensor] = {}
+    first_bad = torch.tensor(-1, device=train.device)
+    check_every = 1 if train.device.type == "cpu" else 50
+    steps = math.ceil(orders.shape[1] / cfg.batch_size)
+    for step in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=None, mininterval=5):
+        idx = orders[:, step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        batch = member_batch(train, idx, cfg)
+        schedule.step(optimizer)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            logits = learner.logits(batch.x).float()
+        if loss_fn is None:
+            loss, metrics = hard_ce(logits, batch.y)
+        else:
+            loss, metrics = loss_fn(logits[0], _squeeze(batch))
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+        if step % check_every == 0 or step == steps - 1:
+            _check_finite(first_bad, epoch, steps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            learner.clip_grad(cfg.grad_clip)
+        optimizer.step()
+        for name, value in metrics.items():
+            sums[name] = sums.get(name, 0.0) + torch.as_tensor(value, device=train.device).detach().float()
+    return {f"train_{k}": _round(v / steps) for k, v in sums.items()}
+
+
+def _round(v: torch.Tensor) -> float | list[float]:
+    values = [round(float(x), 5) for x in v.flatten()]
+    return values[0] if len(values) == 1 else values
+
+
+def _check_finite(first_bad: torch.Tensor, epoch: int, steps: int) -> None:
+    bad = int(first_bad)
+    if bad >= 0:
+        raise AsrKdError(f"loss is NaN/inf at epoch {epoch}, step {bad + 1} of {steps}; "
+                         f"lower the learning rate or check the features/targets")
+
+
+def member_batch(data: FrameData, idx: torch.Tensor, cfg: TrainConfig) -> FrameBatch:
+    """Windows for a (K, B) block of frame ids -> FrameBatch with x (K, B, D) and y (K, B)."""
+    k, b = idx.shape
+    flat = idx.reshape(-1)
+    x = data.windows(flat, cfg.left_context, cfg.right_context).reshape(k, b, -1)
+    return FrameBatch(x, data.labels[flat].reshape(k, b), idx, data.utt_of_frame[flat].reshape(k, b))
+
+
+def _squeeze(batch: FrameBatch) -> FrameBatch:
+    return FrameBatch(batch.x[0], batch.y[0], batch.frame_index[0], batch.utt_index[0])
+
+
+def hard_ce(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Sum over members of each member's mean CE over its labelled frames (members stay independent)."""
+    k, b, p = logits.shape
+    ce = F.cross_entropy(logits.reshape(k * b, p), y.reshape(-1), ignore_index=-1, reduction="none").view(k, b)
+    labelled = (y >= 0)
+    count = labelled.sum(1).clamp(min=1)
+    per_member = ce.sum(1) / count
+    correct = ((logits.argmax(-1) == y) & labelled).sum(1) / count
+    return per_member.sum(), {"ce": per_member.detach(), "frame_acc": correct.detach()}
+
+
+@torch.no_grad()
+def member_metrics(learner: Learner, data: FrameData, cfg: TrainConfig, autocast: bool) -> dict:
+    """Per-member CE and frame accuracy over `data`'s labelled frames."""
+    learner.module.eval()
+    frames = data.labelled_frames()
+    ce_sum = torch.zeros(learner.k, device=data.device, dtype=torch.float64)
+    correct = torch.zeros(learner.k, device=data.device, dtype=torch.float64)
+    for start in range(0, len(frames), cfg.eval_batch_size):
+        idx = frames[start:start + cfg.eval_batch_size]
+        x = data.windows(idx, cfg.left_context, cfg.right_context)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            logits = learner.logits(x.expand(learner.k, *x.shape)).float()
+        y = data.labels[idx].expand(learner.k, len(idx))
+        ce_sum += F.cross_entropy(logits.transpose(1, 2), y, reduction="none").sum(1).double()
+        correct += (logits.argmax(-1) == y).sum(1).double()
+    n = max(len(frames), 1)
+    return {"ce": [round(float(v) / n, 5) for v in ce_sum], "frame_acc": [round(float(v) / n, 5) for v in correct]}
+
+
+# ---------------------------------------------------------------- checkpoints ---------------
+def checkpoint_dir(exp: ExpDir) -> Path:
+    return exp.path / "checkpoints"
+
+
+def save_checkpoint(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule: LRSchedule,
+                    gens: list[torch.Generator], state: LoopState) -> None:
+    """Atomically write checkpoints/epoch_N.pt, then prune old ones (keeping the best epoch's)."""
+    blob = {
+        "epoch": state.epoch, "config": to_dict(cfg), "loop": dataclasses.asdict(state),
+        "model": learner.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state,
+        "generators": [g.get_state() for g in gens], "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    ckpt_dir = checkpoint_dir(exp)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(ckpt_dir / f"epoch_{state.epoch}.pt") as tmp:
+        torch.save(blob, tmp)
+    keep = {state.best_epoch} | set(range(state.epoch - cfg.keep_checkpoints + 1, state.epoch + 1))
+    for old in ckpt_dir.glob("epoch_*.pt"):
+        if _epoch_of(old) not in keep:
+            old.unlink()
+
+
+def _epoch_of(path: Path) -> int:
+    return int(path.stem.split("_")[1])
+
+
+def last_checkpoint(exp: ExpDir) -> Path | None:
+    files = sorted(checkpoint_dir(exp).glob("epoch_*.pt"), key=_epoch_of)
+    return files[-1] if files else None
+
+
+def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule: LRSchedule,
+           gens: list[torch.Generator], state: LoopState) -> None:
+    """Restore everything from the last checkpoint, if any; metrics.jsonl is cut back to match it."""
+    path = last_checkpoint(exp)
+    if path is None:
+        return
+    blob = torch.load(path, map_location=next(learner.module.parameters()).device, weights_only=False)
+    if blob["config"] != to_dict(cfg):
+        changed = sorted(k for k in set(blob["config"]) | set(to_dict(cfg)) if blob["config"].get(k) != to_dict(cfg).get(k))
+        raise AsrKdError(f"{exp.path}: holds checkpoints of a run with a different config (changed: {changed}); "
+                         f"use a new exp dir or delete {checkpoint_dir(exp)}")
+    learner.load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])
+    schedule.state = dict(blob["schedule"])
+    for gen, gen_state in zip(gens, blob["generators"]):
+        gen.set_state(gen_state)
+    torch.set_rng_state(blob["torch_rng"])
+    if blob["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["cuda_rng"])
+    for key, value in blob["loop"].items():
+        setattr(state, key, value)
+    _truncate_metrics(exp.path / "metrics.jsonl", state.epoch)
+    log.info("%s: resumed after epoch %d", exp.path, state.epoch)
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> None:
+    if not path.is_file():
+        return
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= last_epoch]
+    write_text(path, "".join(ln + "\n" for ln in kept))
+
+
+def best_member_states(result: TrainResult, learner: Learner) -> list[dict]:
+    """Each member's weights at the best (mean dev accuracy) epoch, read from its checkpoint."""
+    path = checkpoint_dir(ExpDir(result.exp_dir)) / f"epoch_{result.best_epoch}.pt"
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    return learner.member_states(blob["model"])
+
+
+def read_metrics(exp_dir: str | Path) -> list[dict]:
+    path = Path(exp_dir) / "metrics.jsonl"
+    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+

@@ -1,0 +1,150 @@
+"""Teacher combination math, and the teacher cache: round trips (full, top-k) and refusal of mismatches."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from asr_kd.distill.cache import CachedTeacher, write_cache
+from asr_kd.distill.teachers import OnlineTeacher, TeacherSpec, member_targets
+from asr_kd.errors import AsrKdError
+from asr_kd.nnet.frames import FrameBatch, FrameData
+from asr_kd.nnet.models import ModelConfig
+from asr_kd.nnet.train import ModelSpec, init_model, save_final
+
+LN3 = math.log(3.0)
+MEMBERS = torch.tensor([[[0.0, 0.0]], [[LN3, 0.0]]])  # K=2 members, 1 frame, 2 classes: p = (.5,.5), (.75,.25)
+
+
+def combine_arith(member_logits, t):
+    return member_targets(member_logits, "arith", t, torch.tensor([0])).probs_at(t)
+
+
+def combine_geo(member_logits, t):
+    return member_targets(member_logits, "geo", t, torch.tensor([0])).probs_at(t)
+
+
+def test_arith_and_geo_hand_values():
+    torch.testing.assert_close(combine_arith(MEMBERS, 1.0), torch.tensor([[0.625, 0.375]]))
+    s3 = math.sqrt(3)
+    torch.testing.assert_close(combine_geo(MEMBERS, 1.0), torch.tensor([[s3 / (s3 + 1), 1 / (s3 + 1)]]))
+    # T = 2: arith = mean(.5, 3^.5/(3^.5+1)); geo = softmax(mean logits / 2) = 3^.25/(3^.25+1)
+    a = (0.5 + s3 / (s3 + 1)) / 2
+    g = 3**0.25 / (3**0.25 + 1)
+    torch.testing.assert_close(combine_arith(MEMBERS, 2.0), torch.tensor([[a, 1 - a]]))
+    torch.testing.assert_close(combine_geo(MEMBERS, 2.0), torch.tensor([[g, 1 - g]]))
+
+
+def test_geo_targets_retemper_and_arith_carries_probs():
+    labels = torch.tensor([0])
+    geo = member_targets(MEMBERS, "geo", 5.0, labels)
+    assert geo.probs is None
+    for t in (1.0, 2.0, 10.0):
+        torch.testing.assert_close(geo.probs_at(t), combine_geo(MEMBERS, t))
+    arith = member_targets(MEMBERS, "arith", 2.0, labels)
+    torch.testing.assert_close(arith.probs_at(2.0), combine_arith(MEMBERS, 2.0))
+    torch.testing.assert_close(arith.logits, MEMBERS.mean(0))  # high-T limit target of logit_mse
+
+
+# ------------------------------------------------------------------------------ cache fixtures
+
+NUM_PDFS, DIM, LEFT, RIGHT = 6, 3, 1, 1
+
+
+def make_data(lengths=(5, 3, 7), seed=0) -> FrameData:
+    g = torch.Generator().manual_seed(seed)
+    n = sum(lengths)
+    feats = torch.randn(n, DIM, generator=g)
+    offsets = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]))
+    utts = [f"utt{i}" for i in range(len(lengths))]
+    return FrameData(feats, offsets, utts, torch.randint(0, NUM_PDFS, (n,), generator=g), NUM_PDFS)
+
+
+def make_teacher(tmp_path, combination="arith", seeds=(1, 2)) -> OnlineTeacher:
+    """Real final.pt members (K = len(seeds)), with peaky outputs so top-k truncation matters."""
+    spec = ModelSpec(ModelConfig(hidden_layers=1, hidden_dim=8), DIM, LEFT, RIGHT, NUM_PDFS)
+    dirs = []
+    for s in seeds:
+        model = init_model(spec, s)
+        model[-1].weight.data.mul_(4.0)
+        dirs.append(tmp_path / f"member_seed{s}")
+        save_final(dirs[-1] / "final.pt", model.state_dict(), spec)
+    return OnlineTeacher.load(dirs, combination)
+
+
+def all_frames(data: FrameData) -> FrameBatch:
+    idx = torch.arange(data.num_frames)
+    return data.batch(idx, LEFT, RIGHT)
+
+
+def test_cache_full_roundtrip_matches_online(tmp_path):
+    data = make_data()
+    for combination, t in (("arith", 2.0), ("geo", None)):
+        teacher = make_teacher(tmp_path, combination)
+        write_cache(tmp_path / combination, teacher, data, temperature=t, feature_config_hash="f1")
+        cached = CachedTeacher(tmp_path / combination, temperature=t, spec=teacher.spec,
+                               feature_config_hash="f1").attach(data)
+        # a shuffled batch, to check lookup goes by frame index, not by position
+        batch = data.batch(torch.randperm(data.num_frames, generator=torch.Generator().manual_seed(0)), LEFT, RIGHT)
+        for temp in ([2.0] if combination == "arith" else [1.0, 2.0, 5.0]):  # geo: any T from one cache
+            torch.testing.assert_close(cached.targets(batch, temp).probs_at(temp),
+                                       teacher.attach(data).targets(batch, temp).probs_at(temp), atol=2e-3, rtol=0)
+
+
+def test_cache_topk_renormalised(tmp_path):
+    data = make_data()
+    teacher = make_teacher(tmp_path, "arith")
+    report = write_cache(tmp_path / "c", teacher, data, temperature=1.0, feature_config_hash="f1", top_k=2)
+    assert report.num_frames == data.num_frames and 0 < report.kept_mass_mean < 1
+    assert report.bytes == data.num_frames * 2 * (2 + 2)  # 2 fp16 values + 2 int16 ids per frame
+    assert report.full_fp16_bytes == data.num_frames * NUM_PDFS * 2
+    cached = CachedTeacher(tmp_path / "c", temperature=1.0).attach(data)
+    batch = all_frames(data)
+    p = cached.targets(batch, 1.0).probs_at(1.0)
+    torch.testing.assert_close(p.sum(-1), torch.ones(data.num_frames))
+    assert ((p > 0).sum(-1) <= 2).all()
+    full = teacher.attach(data).targets(batch, 1.0).probs
+    top_vals, top_idx = full.topk(2, -1)
+    torch.testing.assert_close(p.gather(-1, top_idx), top_vals / top_vals.sum(-1, keepdim=True), atol=2e-3, rtol=0)
+    # reported KL(top-k || full) is the mean of -log(kept mass)
+    mass = top_vals.sum(-1).double()
+    assert report.kl_topk_full_mean == pytest.approx(-mass.log().mean().item(), rel=1e-4)
+    assert report.kept_mass_mean == pytest.approx(mass.mean().item(), rel=1e-4)
+
+
+def test_cache_topk_geo_any_temperature(tmp_path):
+    data = make_data()
+    teacher = make_teacher(tmp_path, "geo")
+    write_cache(tmp_path / "c", teacher, data, temperature=None, feature_config_hash="f1", top_k=3)
+    cached = CachedTeacher(tmp_path / "c", temperature=7.0).attach(data)
+    batch = all_frames(data)
+    for t in (1.0, 7.0):
+        p = cached.targets(batch, t).probs_at(t)
+        torch.testing.assert_close(p.sum(-1), torch.ones(data.num_frames))
+        assert ((p > 0).sum(-1) == 3).all()
+
+
+def test_cache_refuses_mismatch(tmp_path):
+    data = make_data()
+    teacher = make_teacher(tmp_path, "arith")
+    write_cache(tmp_path / "c", teacher, data, temperature=2.0, feature_config_hash="f1")
+    with pytest.raises(AsrKdError, match=r"meta.json.*temperature: .*T=2.*asks T=5"):
+        CachedTeacher(tmp_path / "c", temperature=5.0)
+    other = make_teacher(tmp_path, "arith", seeds=(1, 3))
+    with pytest.raises(AsrKdError, match="teacher: member weight checksums differ"):
+        CachedTeacher(tmp_path / "c", spec=other.spec)
+    with pytest.raises(AsrKdError, match="combination: cache 'arith', requested 'geo'"):
+        CachedTeacher(tmp_path / "c", spec=TeacherSpec(teacher.spec.sha256, "geo"))
+    with pytest.raises(AsrKdError, match="features: .*f1.*f2"):
+        CachedTeacher(tmp_path / "c", feature_config_hash="f2")
+    cached = CachedTeacher(tmp_path / "c", temperature=2.0, spec=teacher.spec, feature_config_hash="f1")
+    with pytest.raises(AsrKdError, match=r"not in the cache, e.g. \['uttX'\]"):
+        cached.attach(SimpleNamespace(utt_ids=["utt0", "uttX"], offsets=[0, 5, 8]))
+    with pytest.raises(AsrKdError, match="'utt1' has 3 cached frames but 4 feature frames"):
+        cached.attach(SimpleNamespace(utt_ids=["utt0", "utt1"], offsets=[0, 5, 9]))
+    # a subset of the cached set is fine (transfer set = part of the cached training set)
+    sub = cached.attach(SimpleNamespace(utt_ids=["utt2"], offsets=[0, 7]))
+    batch = FrameBatch(x=None, y=torch.full((7,), -1), frame_index=torch.arange(7), utt_index=torch.zeros(7))
+    full = teacher.attach(data).targets(data.batch(data.utt_frames(2), LEFT, RIGHT), 2.0).probs
+    torch.testing.assert_close(sub.targets(batch, 2.0).probs, full, atol=2e-3, rtol=0)
