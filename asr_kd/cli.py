@@ -16,7 +16,11 @@ COMMAND_MODULES = [
     "asr_kd.data.commands",
     "asr_kd.data.commands_features",
     "asr_kd.lang.commands",
+    "asr_kd.align.commands",
+    "asr_kd.decode.commands",
     "asr_kd.nnet.commands",
+    "asr_kd.distill.commands",
+    "asr_kd.report.commands",
 ]
 
 

@@ -46,7 +46,11 @@ def make_temp_dir(path: str | os.PathLike) -> Path:
     """A fresh temporary directory next to `path` (same filesystem, so the final rename is atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a published dir should get the usual mode
+    return tmp
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

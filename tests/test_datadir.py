@@ -150,3 +150,15 @@ def test_cli_validate_and_subset(datadir, tmp_path, capsys):
     edit_line(datadir / "text", 2, "spkA-u0 NO\n")
     assert cli_main(["validate-data-dir", str(datadir)]) == 1
     assert "text:2: duplicate utterance id 'spkA-u0'" in capsys.readouterr().err
+
+
+def test_cli_fix_and_split(datadir, tmp_path, capsys):
+    edit_line(datadir / "utt2spk", 1, "")  # spkA-u0 loses its speaker
+    assert cli_main(["fix-data-dir", str(datadir)]) == 0
+    out = capsys.readouterr().out
+    assert "text: dropped 1 (first: spkA-u0)" in out and "6 utterances, 3 speakers" in out
+    (tmp_path / "held.list").write_text("spkB\n")
+    assert cli_main(["split-data-dir", str(datadir), str(tmp_path / "rest"), str(tmp_path / "held"),
+                     "--speakers", str(tmp_path / "held.list")]) == 0
+    assert load_datadir(tmp_path / "held").speakers == ["spkB"]
+    assert load_datadir(tmp_path / "rest").speakers == ["spkA", "spkC"]

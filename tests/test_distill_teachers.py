@@ -148,3 +148,19 @@ def test_cache_refuses_mismatch(tmp_path):
     batch = FrameBatch(x=None, y=torch.full((7,), -1), frame_index=torch.arange(7), utt_index=torch.zeros(7))
     full = teacher.attach(data).targets(data.batch(data.utt_frames(2), LEFT, RIGHT), 2.0).probs
     torch.testing.assert_close(sub.targets(batch, 2.0).probs, full, atol=2e-3, rtol=0)
+
+
+def test_logit_mse_needs_full_logits(tmp_path):
+    from asr_kd.distill.losses import logit_mse
+
+    data = make_data()
+    teacher = make_teacher(tmp_path, "geo")
+    batch = all_frames(data)
+    z = torch.zeros(data.num_frames, NUM_PDFS)
+    write_cache(tmp_path / "full", teacher, data, temperature=None, feature_config_hash="f1")
+    full = CachedTeacher(tmp_path / "full").attach(data).targets(batch, 1.0)
+    online = teacher.attach(data).targets(batch, 1.0)
+    assert logit_mse(z, full, 1.0).item() == pytest.approx(logit_mse(z, online, 1.0).item(), rel=1e-3)
+    write_cache(tmp_path / "topk", teacher, data, temperature=None, feature_config_hash="f1", top_k=2)
+    with pytest.raises(AsrKdError, match="logit_mse needs full teacher logits"):
+        logit_mse(z, CachedTeacher(tmp_path / "topk").attach(data).targets(batch, 1.0), 1.0)

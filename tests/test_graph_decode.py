@@ -1,4 +1,6 @@
 """HCLG construction and decoding on a tiny lexicon + LM + hand-made monophone model with a known best path."""
+import json
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,71 @@ def test_gmm_loglikes_match_kaldi(system):
     for t in (0, 6):
         for pdf in (0, am.num_pdfs - 1):
             assert ours[t, pdf] == pytest.approx(am.get_pdf(pdf).log_likelihood(feats[t]), abs=1e-3)
+
+
+def test_decode_cli_tunes_on_dev_and_scores(system, tmp_path):
+    from asr_kd.cli import main
+    from asr_kd.data.store import write_store
+
+    root, num_pdfs, pdf_of = system
+    utts = {"u1": (["sil", "k", "ah", "a", "b", "sil"], "C AB"), "u2": (["a", "sil", "b"], "A B")}
+    write_store(tmp_path / "ll", [(u, synthetic_loglikes(root, num_pdfs, pdf_of, ph)) for u, (ph, _) in utts.items()])
+    (tmp_path / "text").write_text("".join(f"{u} {words}\n" for u, (_, words) in utts.items()))
+    out = tmp_path / "decode"
+    assert main(["decode", str(root / "graph"), str(root / "mono"), str(out), "--loglikes", str(tmp_path / "ll"),
+                 "--text", str(tmp_path / "text"), "--dev-loglikes", str(tmp_path / "ll"),
+                 "--dev-text", str(tmp_path / "text"), "--acoustic-scales", "0.5,1.0"]) == 0
+    summary = json.loads((out / "wer.json").read_text())
+    assert (summary["errors"], summary["words"]) == (0, 4)
+    assert json.loads((out / "tuning.json").read_text())["chosen_acoustic_scale"] in (0.5, 1.0)
+    assert main(["score", str(tmp_path / "text"), str(out / "hyp.txt"), str(tmp_path / "score")]) == 0
+
+
+
+def triphone_tree(phones: dict[str, int]):
+    """A context-width-3 tree with one context split: state 0 of `a` after `k` has its own pdf.
+
+    Returns (tree, pdf of `a` state 0 after `k`, pdf of `a` state 0 elsewhere).
+    """
+    from asr_kd.align.tree import CENTER, LEFT, PDF_CLASS, context_dependency_bytes
+    from asr_kd.kaldi.gmm import tree_from_bytes
+
+    next_pdf = iter(range(100))
+    table = [None] * (max(phones.values()) + 1)
+    for name in ("sil", "a", "ah", "b", "k"):
+        classes = [("CE", next(next_pdf)) for _ in range(5 if name == "sil" else 3)]
+        table[phones[name]] = ("TE", PDF_CLASS, classes)
+    a_other, a_after_k = table[phones["a"]][2][0][1], next(next_pdf)
+    table[phones["a"]][2][0] = ("SE", LEFT, [phones["k"]], ("CE", a_after_k), ("CE", a_other))
+    return tree_from_bytes(context_dependency_bytes(("TE", CENTER, table))), a_after_k, a_other
+
+
+def test_triphone_graph_follows_left_context(system, tmp_path):
+    """Acoustics favour the after-k pdf for every `a`; the graph must still use the other one
+    where `a` starts the utterance, and the after-k one in `k a`."""
+    from asr_kd.decode.decoder import Decoder
+    from asr_kd.decode.graph import make_graph
+    from asr_kd.kaldi import gmm
+
+    root, _, _ = system
+    phones = read_symbol_table(root / "lang/phones.txt")
+    tree, a_after_k, a_other = triphone_tree(phones)
+    assert tree.context_width == 3
+    tm = gmm.TransitionModel(tree, gmm.read_topology(root / "lang/topo"))
+    am = gmm.make_am([gmm.make_gmm(np.ones(1), np.zeros((1, 2)), np.ones((1, 2)))] * tree.num_pdfs)
+    (tmp_path / "tri").mkdir()
+    gmm.write_tree(tmp_path / "tri/tree", tree)
+    gmm.write_model(tmp_path / "tri/final.mdl", tm, am, tree)
+    make_graph(root / "lang_test", tmp_path / "tri", tmp_path / "graph")
+    pdf_of = {(phone, state): pdf for phone, state, pdf in gmm.TransitionTable(tm, tree).state_lookup()}
+    decoder = Decoder(tmp_path / "graph", tmp_path / "tri/final.mdl")
+    pdf_of_tid = np.asarray(tm.id2pdf_id)
+    for utt, seq, words, a_start, expected_pdf in (("k_a", ["k", "a"], ["C"], 3, a_after_k),
+                                                   ("a_b", ["a", "b"], ["AB"], 0, a_other)):
+        pdf_of[(phones["a"], 0)] = a_after_k
+        loglikes = synthetic_loglikes(root, tm.num_pdfs, pdf_of, seq)
+        a_state0 = slice(a_start * FRAMES_PER_STATE, (a_start + 1) * FRAMES_PER_STATE)
+        loglikes[a_state0, a_other] = -1.0  # worse than after-k (0.0) but far better than the rest
+        hyp, tids, ok = decoder.decode_with_alignment(utt, loglikes, acoustic_scale=1.0)
+        assert ok and hyp == words
+        assert set(pdf_of_tid[tids[a_state0]]) == {expected_pdf}

@@ -96,3 +96,10 @@ def test_failed_build_leaves_no_lang_dir(tmp_path):
     with pytest.raises(AsrKdError):
         prepare_lang(d, tmp_path / "lang")
     assert not (tmp_path / "lang").exists()
+
+
+def test_lm_vocabulary_skips_oov_and_silence_words(tmp_path):
+    from asr_kd.lang.prepare_lang import lm_vocabulary
+
+    prepare_lang(make_dict(tmp_path, LEXICON + "!SIL sil\n"), tmp_path / "lang")
+    assert lm_vocabulary(tmp_path / "lang") == ["A", "AB", "B", "BEE", "C"]

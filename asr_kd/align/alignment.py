@@ -47,7 +47,7 @@ def align_set(am, tm, graphs: dict, feats: RaggedStore, cfg: AlignConfig, desc: 
         tids, like = _align(am, tm, graph, x, cfg, cfg.beam, cfg.retry_beam)
         if tids is None and cfg.fail_beam > cfg.retry_beam:
             retried += 1
-            tids, like = _align(am, tm, graph, x, cfg, cfg.fail_beam, cfg.fail_beam)
+            tids, like = _align(am, tm, graph, x, cfg, cfg.fail_beam, 0.0)
         if tids is None:
             failed.append(utt)
             continue
@@ -76,15 +76,15 @@ def phone_segments(phones: np.ndarray, starts: np.ndarray) -> list[tuple[int, in
     return [(int(phones[b]), int(b), int(e - b)) for b, e in zip(begin, ends)]
 
 
-def phone_starts(tids: np.ndarray, table: gmm.TransitionTable) -> np.ndarray:
-    """True where a new phone instance begins: entering HMM state 0 from another state or phone.
+def phone_starts(hmm_states: np.ndarray) -> np.ndarray:
+    """True where a new phone instance begins: HMM state 0 entered from another state or phone.
 
     Independent of self-loop reordering; assumes (as Kaldi topologies do) that state 0 is not
-    re-entered within a phone and is not also its last state.
+    re-entered within a phone and is not also its last state. Phone changes are added by
+    `phone_segments`.
     """
-    state = table.hmm_state[tids]
-    starts = state == 0
-    starts[1:] &= state[:-1] != 0
+    starts = hmm_states == 0
+    starts[1:] &= hmm_states[:-1] != 0
     return starts
 
 
@@ -100,8 +100,9 @@ def write_alignment_store(out_dir: str | Path, labels: dict[str, dict[str, np.nd
                           feats: RaggedStore, model_path: str | Path | None, source: str,
                           failed: list[str] = (), phone_names: dict[int, str] | None = None,
                           silence_phones: list[int] = (), extra_files: dict[str, Path] | None = None) -> RaggedStore:
-    """Write the alignment store atomically. `labels[utt]` has "pdfs", "phones", "starts" and
-    optionally "transitions" (per-frame arrays); frame counts are checked against `feats`."""
+    """Write the alignment store atomically. `labels[utt]` has "pdfs" and optionally "phones" +
+    "starts" and "transitions" (per-frame arrays, see `frame_labels`); frame counts are checked
+    against `feats`. Without phones (pdf-only imports) there is no phones/, CTM or phone stats."""
     for utt, lab in labels.items():
         if len(lab["pdfs"]) != feats.num_rows(utt):
             raise AsrKdError(f"utterance {utt}: alignment has {len(lab['pdfs'])} frames, features "
@@ -120,13 +121,15 @@ def write_alignment_store(out_dir: str | Path, labels: dict[str, dict[str, np.nd
     tmp = make_temp_dir(out_dir)
     try:
         write_store(tmp, ((u, labels[u]["pdfs"]) for u in utts), meta, dtype="int32")
-        write_store(tmp / "phones", ((u, labels[u]["phones"]) for u in utts), meta, dtype="int32")
-        if all("transitions" in labels[u] for u in utts):
-            write_store(tmp / "transitions", ((u, labels[u]["transitions"]) for u in utts), meta, dtype="int32")
+        has = {k: bool(utts) and all(k in labels[u] for u in utts) for k in ("phones", "transitions")}
+        for name in ("phones", "transitions"):
+            if has[name]:
+                write_store(tmp / name, ((u, labels[u][name]) for u in utts), meta, dtype="int32")
         np.save(tmp / "priors.npy", priors_from_counts(counts))
         (tmp / "failed.txt").write_text("".join(f"{u}\n" for u in failed), encoding="utf-8")
-        segments = {u: phone_segments(labels[u]["phones"], labels[u]["starts"]) for u in utts}
-        (tmp / "ctm.txt").write_text(format_ctm(segments, fshift / 1000.0, phone_names or {}), encoding="utf-8")
+        segments = {u: phone_segments(labels[u]["phones"], labels[u]["starts"]) for u in utts} if has["phones"] else {}
+        if has["phones"]:
+            (tmp / "ctm.txt").write_text(format_ctm(segments, fshift / 1000.0, phone_names or {}), encoding="utf-8")
         stats = alignment_stats(segments, labels, silence_phones, failed, phone_names or {})
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         for name, src in (extra_files or {}).items():
@@ -145,8 +148,8 @@ def format_ctm(segments: dict[str, list[tuple[int, int, int]]], shift_s: float, 
 
 def alignment_stats(segments, labels, silence_phones, failed, names) -> dict:
     """Sanity numbers: silence fraction, per-phone mean duration in frames, failures."""
-    frames = sum(len(lab["phones"]) for lab in labels.values())
-    sil = sum(int(np.isin(lab["phones"], list(silence_phones)).sum()) for lab in labels.values())
+    frames = sum(len(lab["pdfs"]) for lab in labels.values())
+    sil = sum(int(np.isin(lab["phones"], list(silence_phones)).sum()) for lab in labels.values() if "phones" in lab)
     durations: dict[int, list[int]] = {}
     for segs in segments.values():
         for p, _, n in segs:
@@ -157,10 +160,17 @@ def alignment_stats(segments, labels, silence_phones, failed, names) -> dict:
             "phone_count": {str(names.get(p, p)): len(d) for p, d in sorted(durations.items())}}
 
 
+def frame_labels(pdfs, phones, hmm_states, tids=None) -> dict[str, np.ndarray]:
+    """Per-frame label arrays of one utterance, as `write_alignment_store` takes them."""
+    labels = {"pdfs": np.asarray(pdfs, np.int32), "phones": np.asarray(phones, np.int32),
+              "starts": phone_starts(np.asarray(hmm_states))}
+    if tids is not None:
+        labels["transitions"] = np.asarray(tids, np.int32)
+    return labels
+
+
 def labels_from_tids(tids: np.ndarray, table: gmm.TransitionTable) -> dict[str, np.ndarray]:
-    tids = np.asarray(tids, np.int32)
-    return {"pdfs": table.pdf[tids], "phones": table.phone[tids], "starts": phone_starts(tids, table),
-            "transitions": tids}
+    return frame_labels(table.pdf[tids], table.phone[tids], table.hmm_state[tids], tids)
 
 
 def format_stats(ali_dir: str | Path) -> str:

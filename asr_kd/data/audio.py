@@ -15,12 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 from tqdm import tqdm
 
 from asr_kd.data.datadir import DataDir, load_datadir, write_table
 from asr_kd.errors import AsrKdError
 
 log = logging.getLogger(__name__)
+
+MAX_OVERSHOOT_S = 0.5  # a segment may end this far past its recording (Kaldi: extract-segments --max-overshoot)
 
 
 def describe(source: str, utt: str | None) -> str:
@@ -82,12 +85,12 @@ def decode_bytes(data: bytes, label: str) -> tuple[np.ndarray, int]:
 
 
 def segment_bounds(start: float, end: float, rate: int, num_samples: int, label: str) -> tuple[int, int]:
-    """Sample range of [start, end) seconds; a segment may run at most 0.1 s past the end (rounding)."""
+    """Sample range of [start, end) seconds; like Kaldi's extract-segments, up to 0.5 s past the end is cut off."""
     if num_samples == 0:
         raise AsrKdError(f"{label}: audio has no samples (zero length)")
     first = int(round(start * rate))
     last = num_samples if end == -1 else int(round(end * rate))
-    if last > num_samples + int(0.1 * rate) or first >= num_samples:
+    if last > num_samples + int(MAX_OVERSHOOT_S * rate) or first >= num_samples:
         raise AsrKdError(f"{label}: segment {start}..{end} s is beyond the audio ({num_samples / rate:.3f} s)")
     return first, min(last, num_samples)
 
@@ -102,7 +105,6 @@ def finish(samples: np.ndarray, rate: int, label: str, expected_rate: int | None
         if not resample:
             raise AsrKdError(f"{label}: sample rate {rate} Hz, expected {expected_rate} Hz "
                              "(resample explicitly if that is what you want)")
-        import soxr
         mono = soxr.resample(mono, rate, expected_rate, quality="HQ").astype(np.float32, copy=False)
     return np.ascontiguousarray(mono, dtype=np.float32)
 

@@ -64,6 +64,12 @@ class Decoder:
 
     def decode_one(self, utt: str, loglikes: np.ndarray, acoustic_scale: float) -> tuple[list[str], bool]:
         """Best word sequence of one utterance, and whether it reached a final state."""
+        words, _, ok = self.decode_with_alignment(utt, loglikes, acoustic_scale)
+        return words, ok
+
+    def decode_with_alignment(self, utt: str, loglikes: np.ndarray,
+                              acoustic_scale: float) -> tuple[list[str], np.ndarray, bool]:
+        """Best words, the best path's transition id per frame, and whether a final state was reached."""
         if loglikes.ndim != 2 or loglikes.shape[1] != self.num_pdfs:
             raise AsrKdError(f"utterance {utt}: log-likelihoods have shape {loglikes.shape}, "
                              f"the model has {self.num_pdfs} pdfs")
@@ -71,9 +77,9 @@ class Decoder:
             raise AsrKdError(f"utterance {utt}: log-likelihoods contain NaN or inf")
         scores = np.ascontiguousarray(acoustic_scale * loglikes[:, self.pdf_of_tid], dtype=np.float32)
         decodable = self._khg.DecodableCtc(scores)
-        ok, _, word_ids, _ = self._khg.decode_utterance_lattice_faster(
+        ok, tids, word_ids, _ = self._khg.decode_utterance_lattice_faster(
             decoder=self._decoder, decodable=decodable, trans_model=self.trans_model, utt=utt, allow_partial=True)
-        return [self.id2word[i] for i in word_ids], ok
+        return [self.id2word[i] for i in word_ids], np.asarray(tids, np.int32), ok
 
 
 def decode(loglikes: Mapping[str, np.ndarray], graph_dir: str | os.PathLike, model_path: str | os.PathLike,

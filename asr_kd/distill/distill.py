@@ -13,7 +13,6 @@ loss and transfer set; resuming with different ones is refused.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -86,8 +85,12 @@ def load_teacher(cfg: TeacherConfig, temperature: float, *, feature_config_hash:
         spec = None
         if cfg.models:  # when the models are named too, the cache must have been made from exactly them
             spec = OnlineTeacher.load(cfg.models, cfg.combination).spec
-        return CachedTeacher(cfg.cache, temperature=temperature, spec=spec,
-                             feature_config_hash=feature_config_hash, device=device)
+        cached = CachedTeacher(cfg.cache, temperature=temperature, spec=spec,
+                               feature_config_hash=feature_config_hash, device=device)
+        if cached.combination != cfg.combination:
+            log.warning("%s: the cache combines members %r; teacher.combination %r does not apply to it",
+                        cfg.cache, cached.combination, cfg.combination)
+        return cached
     if not cfg.models:
         raise AsrKdError("teacher: give teacher.models (model or ensemble dirs) or teacher.cache")
     return OnlineTeacher.load(cfg.models, cfg.combination, device)
@@ -128,6 +131,8 @@ def record_run(exp_dir: Path, teacher: Teacher | None, transfer: FrameData, loss
                          "use a new exp dir or delete the old one")
     exp_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, record)
+    log.info("distill into %s: loss %s; teacher %s; transfer set %s (%d of %d frames labelled)", exp_dir,
+             record["loss"], record["teacher"], transfer.name, labelled, transfer.num_frames)
 
 
 def describe_teacher(teacher: Teacher | None) -> dict | None:
@@ -167,7 +172,3 @@ def drop_labels(data: FrameData) -> FrameData:
     """The same frames with every label -1: transfer data as if no alignment existed."""
     return FrameData(data.feats, data.offsets, data.utt_ids, None, data.num_pdfs, data.priors,
                      name=f"{data.name}[unlabelled]")
-
-
-def with_loss(cfg: DistillConfig, **changes) -> DistillConfig:
-    return dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, **changes))

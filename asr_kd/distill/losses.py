@@ -29,6 +29,11 @@ import torch.nn.functional as F
 from asr_kd.errors import AsrKdError
 
 
+def _full(x: torch.Tensor) -> torch.Tensor:
+    """Compute losses in fp32 at least (student logits may come out of bf16 autocast)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 @dataclass
 class Targets:
     """What a teacher gives for a batch of frames.
@@ -49,11 +54,6 @@ class Targets:
         if self.logits is None:
             raise AsrKdError("soft-target term needs teacher logits or probabilities; the teacher gave neither")
         return torch.softmax(_full(self.logits) / temperature, dim=-1)
-
-
-def _full(x: torch.Tensor) -> torch.Tensor:
-    """Compute losses in fp32 at least (student logits may come out of bf16 autocast)."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def soft_ce(z: torch.Tensor, tgt: Targets, temperature: float) -> torch.Tensor:

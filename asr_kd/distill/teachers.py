@@ -74,6 +74,7 @@ class OnlineTeacher:
     def load(cls, dirs: Sequence[str | os.PathLike], combination: str = "arith", device="cpu") -> "OnlineTeacher":
         """Members from model dirs, final.pt files or an ensemble dir; checksums of their final.pt files."""
         ensemble = Ensemble.load(list(dirs), device)
+        log.info("teacher: %d member(s) combined %r: %s", len(ensemble), combination, [str(s) for s in ensemble.sources])
         return cls(ensemble, combination, TeacherSpec.from_files(ensemble.sources, combination))
 
     @property

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("text", help="Kaldi `text` file (utt-id word ...)")
     p.add_argument("out_arpa")
     p.add_argument("--order", type=int, default=2)
-    p.add_argument("--lang-dir", help="also give unseen words of this lang dir's words.txt some probability")
+    p.add_argument("--lang-dir", help="also give this lang dir's unseen lexicon words (not the OOV or silence words) some probability")
     p.set_defaults(func=_train_lm)
 
     p = sub.add_parser("make-lang-test", help="lang dir + ARPA LM -> lang_test dir with G.fst")
@@ -35,13 +35,10 @@ def _prepare_lang(args) -> None:
 
 
 def _train_lm(args) -> None:
-    from asr_kd.lang.grammar import NON_WORDS
     from asr_kd.lang.ngram import read_transcripts, train_kneser_ney, write_arpa
-    from asr_kd.lang.prepare_lang import read_symbol_table
+    from asr_kd.lang.prepare_lang import lm_vocabulary
 
-    vocab = []
-    if args.lang_dir:
-        vocab = [w for w in read_symbol_table(f"{args.lang_dir}/words.txt") if w not in NON_WORDS]
+    vocab = lm_vocabulary(args.lang_dir) if args.lang_dir else []
     if args.order < 1:
         raise AsrKdError(f"--order must be >= 1, got {args.order}")
     write_arpa(train_kneser_ney(read_transcripts(args.text), args.order, vocab), args.out_arpa)

@@ -8,7 +8,7 @@ disambiguation symbol, and the #0:#0 self-loop that lets G's back-off arcs throu
 
 Lang dir layout (ARTIFACTS.md): phones.txt, words.txt, topo, L.fst, L_disambig.fst, oov.txt/.int,
 phones/{silence,nonsilence,optional_silence,disambig,context_indep,wdisambig_phones,
-wdisambig_words}.{txt,int}, phones/{sets,roots,extra_questions}.{txt,int}.
+wdisambig_words}.{txt,int}, phones/{sets,roots,extra_questions}.{txt,int}, phones/align_lexicon.txt (word word phones...).
 """
 from __future__ import annotations
 
@@ -145,6 +145,7 @@ def _write_phone_lists(lang: Lang, out: Path) -> None:
     sets = d.silence_sets + d.nonsilence_sets
     _write_lines(out, "sets", sets, p)
     _write_lines(out, "extra_questions", [], p)
+    (out / "align_lexicon.txt").write_text("".join(f"{w} {w} {' '.join(ph)}\n" for w, ph in d.lexicon), encoding="utf-8")
     (out / "roots.txt").write_text("".join(f"shared split {' '.join(s)}\n" for s in sets), encoding="utf-8")
     (out / "roots.int").write_text("".join(f"shared split {' '.join(str(p[x]) for x in s)}\n" for s in sets),
                                    encoding="utf-8")
@@ -171,3 +172,16 @@ def read_symbol_table(path: str | os.PathLike) -> dict[str, int]:
             raise AsrKdError(f"{path}:{lineno}: expected 'symbol id', got {line!r}")
         table[fields[0]] = int(fields[1])
     return table
+
+
+def lm_vocabulary(lang_dir: str | os.PathLike) -> list[str]:
+    """Words an LM should cover: all lexicon words except the OOV word and silence-only words (!SIL)."""
+    lang_dir = Path(lang_dir)
+    silence = set((lang_dir / "phones/silence.txt").read_text(encoding="utf-8").split())
+    oov = (lang_dir / "oov.txt").read_text(encoding="utf-8").strip()
+    spoken = set()
+    for line in (lang_dir / "phones/align_lexicon.txt").read_text(encoding="utf-8").splitlines():
+        word, _, *phones = line.split()
+        if any(ph not in silence for ph in phones):
+            spoken.add(word)
+    return sorted(spoken - {oov})

@@ -58,7 +58,8 @@ def _load(args):
 
     cfg = load_config(TrainConfig, args.config, args.set)
     device = resolve_device(cfg.device)
-    return cfg, FrameData.load(args.feats, args.ali, device=device), FrameData.load(args.dev_feats, args.dev_ali, device=device)
+    train = FrameData.load(args.feats, args.ali, device=device)
+    return cfg, train, FrameData.load(args.dev_feats, args.dev_ali, device=device)
 
 
 def _train(args) -> None:

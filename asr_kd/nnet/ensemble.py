@@ -82,12 +82,12 @@ class StackedLearner:
             g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
 
     def state_dict(self) -> dict:
-        return {name: p.detach().clone() for name, p in self.params().items()}
+        return {name: t.detach().clone() for name, t in {**self.params(), **self.buffers}.items()}
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
-            for name, p in self.params().items():
-                p.copy_(state[name])
+            for name, t in {**self.params(), **self.buffers}.items():
+                t.copy_(state[name])
 
     def member_states(self, state: dict) -> list[dict]:
         return [{name: t[k].clone() for name, t in state.items()} for k in range(self.k)]
@@ -119,7 +119,7 @@ def train_ensemble(cfg: TrainConfig, k: int, train: FrameData, dev: FrameData, e
     archs = architectures or [cfg.model]
     members = [(a, s) for a in archs for s in member_seeds(cfg, k)]
     rank, world = distributed_rank()
-    device = resolve_device(cfg.device) if world == 1 else torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    device = resolve_device(cfg.device) if world == 1 else rank_device()
     train, dev = train.to(device), dev.to(device)
     mine = [i for i in range(len(members)) if i % world == rank]
     for g, arch in enumerate(archs):
@@ -128,8 +128,9 @@ def train_ensemble(cfg: TrainConfig, k: int, train: FrameData, dev: FrameData, e
             continue
         group_cfg = dataclasses.replace(cfg, model=arch, device=str(device))
         if stacked and stackable(arch) and len(group) > 1:
-            train_stacked(group_cfg, [members[i][1] for i in group], train, dev,
-                          exp_dir / (f"group_{g}" if world == 1 else f"group_{g}_rank{rank}"), [member_dir(exp_dir, i) for i in group])
+            group_dir = exp_dir / (f"group_{g}" if world == 1 else f"group_{g}_rank{rank}")
+            train_stacked(group_cfg, [members[i][1] for i in group], train, dev, group_dir,
+                          [member_dir(exp_dir, i) for i in group])
         else:
             for i in group:
                 train_frame_classifier(dataclasses.replace(group_cfg, seed=members[i][1]), train, dev,
@@ -141,6 +142,8 @@ def train_ensemble(cfg: TrainConfig, k: int, train: FrameData, dev: FrameData, e
         write_json(exp_dir / "ensemble.json", {
             "members": [d.name for d in dirs], "seeds": [s for _, s in members],
             "architectures": [to_dict(a) for a, _ in members]})
+    if world > 1:
+        torch.distributed.destroy_process_group()
     return dirs
 
 
@@ -152,13 +155,21 @@ def train_stacked(cfg: TrainConfig, seeds: list[int], train: FrameData, dev: Fra
                   group_dir: Path, out_dirs: list[Path]) -> None:
     """One stacked run for all `seeds`; then each member's best weights go to out_dirs[i]/final.pt."""
     spec = make_spec(cfg, train, dev, None)
-    learner = StackedLearner([init_model(spec, s).to(train.device) for s in seeds])
+    stats = train.feature_stats()
+    learner = StackedLearner([init_model(spec, s, stats).to(train.device) for s in seeds])
     result = run_training(learner, cfg, train, dev, ExpDir(group_dir), spec, seeds)
     for state, out, acc in zip(best_member_states(result, learner), out_dirs, result.dev_frame_acc):
         out.mkdir(parents=True, exist_ok=True)
         save_final(out / "final.pt", state, spec)
         write_json(out / "member.json", {"group_dir": str(group_dir), "best_epoch": result.best_epoch,
                                          "dev_frame_acc": acc})
+
+
+def rank_device() -> torch.device:
+    """This torchrun process's device: its own GPU (LOCAL_RANK), or the CPU (gloo, for tests)."""
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    return torch.device("cpu")
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -181,8 +192,9 @@ class Ensemble:
         if not members:
             raise AsrKdError("an ensemble needs at least one member")
         pdfs = {spec.num_pdfs for _, spec in members}
-        if len(pdfs) != 1:
-            raise AsrKdError(f"ensemble members disagree on the number of pdfs: {sorted(pdfs)}")
+        dims = {spec.feat_dim for _, spec in members}
+        if len(pdfs) != 1 or len(dims) != 1:
+            raise AsrKdError(f"ensemble members disagree on pdfs {sorted(pdfs)} or feature dims {sorted(dims)}")
         self.members = members
         self.sources: list[Path] = []  # final.pt files, when loaded from disk
         self.num_pdfs = pdfs.pop()
@@ -209,18 +221,23 @@ class Ensemble:
     @torch.no_grad()
     def logits(self, data: FrameData, frame_index: torch.Tensor) -> torch.Tensor:
         """(K, B, P) member logits for the given global frame ids of `data`."""
+        if data.dim != self.feat_dim:
+            raise AsrKdError(f"{data.name}: feature dim {data.dim}, but the ensemble reads {self.feat_dim}")
         out = []
         for model, spec in self.members:
             x = data.windows(frame_index, spec.left_context, spec.right_context)
             out.append(model(x.to(next(model.parameters()).device)).float())
         return torch.stack(out).to(data.device)
 
-    def log_posteriors(self, data: FrameData, frame_index: torch.Tensor, temperature: float = 1.0,
-                       combine: str = "arith") -> torch.Tensor:
-        """(B, P) log of the combined posterior at temperature T."""
-        return combine_logits(self.logits(data, frame_index), temperature, combine)
+    def log_posteriors(self, data: FrameData, frame_index: torch.Tensor | None = None, temperature: float = 1.0,
+                       combine: str = "arith", batch_size: int = 8192) -> torch.Tensor:
+        """(B, P) log of the combined posterior at temperature T (all frames of `data` if no ids given)."""
+        if frame_index is None:
+            frame_index = torch.arange(data.num_frames, device=data.device)
+        return torch.cat([combine_logits(self.logits(data, frame_index[i:i + batch_size]), temperature, combine)
+                          for i in range(0, len(frame_index), batch_size)])
 
-    def posteriors(self, data: FrameData, frame_index: torch.Tensor, temperature: float = 1.0,
+    def posteriors(self, data: FrameData, frame_index: torch.Tensor | None = None, temperature: float = 1.0,
                    combine: str = "arith") -> torch.Tensor:
         return self.log_posteriors(data, frame_index, temperature, combine).exp()
 

@@ -110,6 +110,11 @@ class FrameData:
             self._labelled = torch.nonzero(self.labels >= 0).squeeze(1)
         return self._labelled
 
+    def feature_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dimension mean and standard deviation over all frames (for the model's InputNorm)."""
+        feats = self.feats.double()
+        return feats.mean(0).float(), feats.std(0).float()
+
     def utt_frames(self, u: int) -> torch.Tensor:
         """Global frame ids of utterance number `u`."""
         return torch.arange(int(self.offsets[u]), int(self.offsets[u + 1]), device=self.device)

@@ -99,6 +99,8 @@ def evaluate(scorer, feats, ali=None, *, combine: str = "arith", temperature: fl
              batch_size: int = 8192, device="cpu") -> dict:
     """Frame accuracy and cross-entropy (nats/frame) of the (combined) posterior on labelled frames."""
     ens, data = as_ensemble(scorer, device), as_data(feats, ali, device)
+    if data.num_pdfs is not None and data.num_pdfs != ens.num_pdfs:
+        raise AsrKdError(f"{data.name}: alignment has {data.num_pdfs} pdfs, the model {ens.num_pdfs} (another GMM?)")
     frames = data.labelled_frames()
     if len(frames) == 0:
         raise AsrKdError(f"{data.name}: no labelled frames to evaluate on (give an alignment store)")

@@ -91,6 +91,37 @@ class TDNN(nn.Module):
         return self.head(self.convs(frames).flatten(-2))
 
 
+class InputNorm(nn.Module):
+    """Global per-dimension mean/variance normalisation of each frame of the window (Kaldi nnet1's
+    feature_transform). Stored features are only per-speaker mean-normalised; the stats travel in
+    the state dict, so a loaded model normalises its input itself."""
+
+    def __init__(self, feat_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(feat_dim))
+        self.register_buffer("inv_std", torch.ones(feat_dim))
+
+    def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.mean.copy_(mean)
+        self.inv_std.copy_(1.0 / std.clamp(min=1e-5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = x.reshape(*x.shape[:-1], -1, self.mean.numel())
+        return ((frames - self.mean) * self.inv_std).reshape(x.shape)
+
+
+class Normalized(nn.Module):
+    """`net` applied to normalised input."""
+
+    def __init__(self, net: nn.Module, feat_dim: int):
+        super().__init__()
+        self.norm = InputNorm(feat_dim)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.norm(x))
+
+
 MODELS: dict[str, Callable[[ModelConfig, int, int, int], nn.Module]] = {
     "dnn": build_dnn,
     "tdnn": TDNN,
@@ -132,13 +163,15 @@ class ModelSpec:
     left_context: int
     right_context: int
     num_pdfs: int
+    input_norm: bool = False  # the model starts with InputNorm (a `Normalized` wrapper)
 
     @property
     def input_dim(self) -> int:
         return (self.left_context + 1 + self.right_context) * self.feat_dim
 
     def build(self) -> torch.nn.Module:
-        return build_model(self.model, self.input_dim, self.num_pdfs, self.feat_dim)
+        net = build_model(self.model, self.input_dim, self.num_pdfs, self.feat_dim)
+        return Normalized(net, self.feat_dim) if self.input_norm else net
 
     @property
     def input_spec(self) -> dict:
@@ -150,11 +183,17 @@ class ModelSpec:
         return getattr(self, key, default)
 
 
-def init_model(spec: ModelSpec, seed: int) -> torch.nn.Module:
-    """Build the model with initial weights drawn from `seed` alone (so members are reproducible)."""
+def init_model(spec: ModelSpec, seed: int, feat_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
+    """Build the model with initial weights drawn from `seed` alone (so members are reproducible);
+    `feat_stats` (mean, std) of the training features set its InputNorm."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return spec.build()
+        model = spec.build()
+    if spec.input_norm:
+        if feat_stats is None:
+            raise AsrKdError("init_model: a model with input_norm needs the training features' (mean, std)")
+        model.norm.set_stats(*feat_stats)
+    return model
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelSpec]:

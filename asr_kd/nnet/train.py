@@ -69,6 +69,7 @@ class TrainConfig:
     bf16: bool = True  # autocast to bfloat16 on CUDA (CPU always runs fp32)
     keep_checkpoints: int = 2  # last N epoch checkpoints kept (plus the best epoch's)
     eval_batch_size: int = 4096
+    input_norm: bool = True  # global mean/variance normalisation of the input, stats from train
 
 
 @dataclass
@@ -87,7 +88,7 @@ def train_frame_classifier(cfg: TrainConfig, train: FrameData, dev: FrameData, *
     device = resolve_device(cfg.device)
     train, dev = train.to(device), dev.to(device)
     spec = make_spec(cfg, train, dev, num_pdfs)
-    learner = SingleLearner(init_model(spec, cfg.seed).to(device))
+    learner = SingleLearner(init_model(spec, cfg.seed, train.feature_stats()).to(device))
     result = run_training(learner, cfg, train, dev, ExpDir(exp_dir), spec, [cfg.seed], loss_fn)
     states = best_member_states(result, learner)
     save_final(Path(exp_dir) / "final.pt", states[0], spec)
@@ -96,11 +97,13 @@ def train_frame_classifier(cfg: TrainConfig, train: FrameData, dev: FrameData, *
 
 def make_spec(cfg: TrainConfig, train: FrameData, dev: FrameData, num_pdfs: int | None) -> ModelSpec:
     num_pdfs = num_pdfs or train.num_pdfs or dev.num_pdfs
+    if train.num_pdfs and dev.num_pdfs and train.num_pdfs != dev.num_pdfs:
+        raise AsrKdError(f"{dev.name}: dev alignment has {dev.num_pdfs} pdfs, {train.name}'s {train.num_pdfs}")
     if not num_pdfs:
         raise AsrKdError(f"{train.name}: number of pdfs unknown (no alignment store given)")
     if train.dim != dev.dim:
         raise AsrKdError(f"{dev.name}: feature dim {dev.dim} differs from {train.name}'s {train.dim}")
-    return ModelSpec(cfg.model, train.dim, cfg.left_context, cfg.right_context, int(num_pdfs))
+    return ModelSpec(cfg.model, train.dim, cfg.left_context, cfg.right_context, int(num_pdfs), cfg.input_norm)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -221,8 +224,10 @@ def run_training(learner: Learner, cfg: TrainConfig, train: FrameData, dev: Fram
     schedule = LRSchedule(cfg, steps)
     gens = [make_generator(s, train.device) for s in seeds]
     state = LoopState()
+    torch.manual_seed(seeds[0])  # dropout masks; a resumed run restores the RNG state instead
     with _log_into(exp):
         resume(exp, cfg, learner, optimizer, schedule, gens, state)
+        _truncate_metrics(exp.path / "metrics.jsonl", state.epoch)  # drop epochs past the checkpoint
         if state.epoch == 0:
             ExpDir.create(exp.path, cfg, log_name="train")
         _epochs(learner, cfg, train, dev, exp, frames, optimizer, schedule, gens, state, loss_fn)
@@ -392,13 +397,14 @@ def last_checkpoint(exp: ExpDir) -> Path | None:
 
 def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule: LRSchedule,
            gens: list[torch.Generator], state: LoopState) -> None:
-    """Restore everything from the last checkpoint, if any; metrics.jsonl is cut back to match it."""
+    """Restore model, optimizer, schedule, RNG and generator states from the last checkpoint, if any."""
     path = last_checkpoint(exp)
     if path is None:
         return
-    blob = torch.load(path, map_location=next(learner.module.parameters()).device, weights_only=False)
-    if blob["config"] != to_dict(cfg):
-        changed = sorted(k for k in set(blob["config"]) | set(to_dict(cfg)) if blob["config"].get(k) != to_dict(cfg).get(k))
+    blob = torch.load(path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
+    old, new = blob["config"], to_dict(cfg)
+    if old != new:
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise AsrKdError(f"{exp.path}: holds checkpoints of a run with a different config (changed: {changed}); "
                          f"use a new exp dir or delete {checkpoint_dir(exp)}")
     learner.load_state_dict(blob["model"])
@@ -411,7 +417,6 @@ def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule:
         torch.cuda.set_rng_state_all(blob["cuda_rng"])
     for key, value in blob["loop"].items():
         setattr(state, key, value)
-    _truncate_metrics(exp.path / "metrics.jsonl", state.epoch)
     log.info("%s: resumed after epoch %d", exp.path, state.epoch)
 
 

@@ -1,0 +1,1 @@
+"""GMM-HMM training (mono, tri), forced alignment, alignment stores, Kaldi alignment import."""

@@ -1,0 +1,169 @@
+"""Tied-state triphone GMM-HMM training from an existing alignment (Kaldi's steps/train_deltas.sh).
+
+    tree stats from the alignment -> questions -> tree (num_leaves) -> one Gaussian per leaf from
+    the stats -> convert the alignment to the new tree -> EM passes with realignment, mixing up
+    linearly to tot_gauss.
+Checkpoints as in mono.py (`N.mdl` + `ali.npz`), so a killed run resumes at the last finished pass.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from asr_kd.align import tree as treelib
+from asr_kd.align.alignment import AlignConfig, align_set, phone_starts
+from asr_kd.align.graphs import Lang, compile_graphs, load_lang, read_int_sets
+from asr_kd.align.mono import em_pass, resume, save_alignment, usable_texts
+from asr_kd.data.store import RaggedStore
+from asr_kd.errors import AsrKdError
+from asr_kd.expdir import ExpDir
+from asr_kd.kaldi import gmm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TriConfig:
+    num_leaves: int = 500
+    tot_gauss: int = 4000
+    num_iters: int = 35
+    max_iter_inc: int = 25
+    power: float = 0.25
+    realign_iters: list[int] = field(default_factory=lambda: [10, 20, 30])
+    min_leaf_count: float = 100.0     # frames each side of a tree split must keep
+    align: AlignConfig = field(default_factory=AlignConfig)
+
+
+def train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: str | Path, ali_dir: str | Path,
+              out_dir: str | Path, cfg: TriConfig | None = None) -> Path:
+    """Train a triphone system into `out_dir` (final.mdl, tree, N.mdl, log/) from `ali_dir`. Returns out_dir."""
+    cfg = cfg or TriConfig()
+    feats = feats if isinstance(feats, RaggedStore) else RaggedStore(feats)
+    lang, ali_dir = load_lang(lang_dir), Path(ali_dir)
+    exp = ExpDir.create(out_dir, cfg, log_name="train_tri")
+    out = exp.path
+    old_tree = gmm.read_tree(ali_dir / "tree")
+    old_tm, _ = gmm.read_model(ali_dir / "final.mdl", old_tree)
+    old_ali = read_transition_alignment(ali_dir)
+    texts = {u: t for u, t in usable_texts(texts, feats).items() if u in old_ali}
+    started = time.time()
+    tree, tm, am = build_initial_model(lang, feats, old_ali, old_tm, old_tree, cfg)
+    gmm.write_tree(out / "tree", tree)
+    log.info("tree: %d leaves (asked %d) in %.1f s", tree.num_pdfs, cfg.num_leaves, time.time() - started)
+    graphs = compile_graphs(lang, tm, tree, texts)
+    start, ali = 1, None
+    if (resumed := resume(out, tree, cfg.num_iters)) is not None:
+        start, tm, am, ali = resumed
+    else:
+        ali = convert_alignment({u: old_ali[u] for u in texts}, old_tm, old_tree, tm, tree)
+        save_alignment(out / "ali.npz", ali, 0)
+        gmm.write_model(out / "1.mdl", tm, am, tree)
+    inc = max((cfg.tot_gauss - cfg.num_leaves) // cfg.max_iter_inc, 0)
+    num_gauss = cfg.num_leaves + inc * min(start - 1, cfg.max_iter_inc)
+    for x in tqdm(range(start, cfg.num_iters), desc="train_tri", unit="pass", initial=start, total=cfg.num_iters):
+        if x in cfg.realign_iters:
+            ali, failed, like = align_set(am, tm, graphs, feats, cfg.align, desc=f"align pass {x}")
+            save_alignment(out / "ali.npz", ali, x)
+            exp.log_metrics({"pass": x, "align_avg_loglike": like, "align_failed": len(failed)})
+        tm, am = em_pass(x, am, tm, tree, feats, ali, exp, mixup=num_gauss, power=cfg.power)
+        if x <= cfg.max_iter_inc:
+            num_gauss += inc
+    shutil.copyfile(out / f"{cfg.num_iters}.mdl", out / "final.mdl")
+    log.info("train_tri: done in %.1f s: %d pdfs, %d Gaussians -> %s/final.mdl",
+             time.time() - started, am.num_pdfs, am.num_gauss, out)
+    return out
+
+
+def read_transition_alignment(ali_dir: Path) -> dict[str, np.ndarray]:
+    path = ali_dir / "transitions"
+    if not path.is_dir():
+        raise AsrKdError(f"{ali_dir}: no transitions/ store; a triphone system needs a GMM alignment "
+                         f"(from `asr-kd align`), not pdf-only labels")
+    store = RaggedStore(path)
+    return {u: np.asarray(store[u]) for u in store}
+
+
+def pdf_classes(tids: np.ndarray, table: gmm.TransitionTable, topo) -> np.ndarray:
+    """Pdf class of each frame's HMM state (forward pdf class, as acc-tree-stats uses)."""
+    lookup = {(p, h): st.forward_pdf_class for p in topo.phones
+              for h, st in enumerate(topo.topology_for_phone(p))}
+    keys = table.phone[tids].astype(np.int64) * 1000 + table.hmm_state[tids]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    return np.array([lookup[(int(k // 1000), int(k % 1000))] for k in uniq], np.int32)[inv.reshape(-1)]
+
+
+def build_initial_model(lang: Lang, feats: RaggedStore, ali: dict, old_tm, old_tree, cfg: TriConfig):
+    """acc-tree-stats + cluster-phones + build-tree + gmm-init-model. Returns (tree, tm, am)."""
+    table = gmm.TransitionTable(old_tm, old_tree)
+    topo = lang.topo
+    ci = [p for s in read_int_sets(lang.path / "phones/context_indep.int") for p in s] or lang.silence
+    items = ((feats[u], table.phone[t], pdf_classes(t, table, topo), phone_starts(table.hmm_state[t])) for u, t in ali.items())
+    stats = treelib.accumulate_tree_stats(items, ci_phones=ci)
+    extra = read_int_sets(lang.path / "phones/extra_questions.int")
+    questions = treelib.phone_questions(stats, sorted(topo.phones), lang.silence, extra)
+    roots = [(p, c) for p, n in zip(range(len(topo.get_phone_to_num_pdf_classes())), topo.get_phone_to_num_pdf_classes())
+             for c in range(max(n, 0))]
+    tree_map, num_pdfs, pdf_of_leaf, leaves = treelib.build_tree(
+        stats, questions, num_leaves=cfg.num_leaves, min_count=cfg.min_leaf_count, roots=roots)
+    tree = gmm.tree_from_bytes(treelib.context_dependency_bytes(tree_map))
+    everything = np.arange(len(stats.count))
+    gmms = [None] * num_pdfs
+    for leaf, rows in leaves.items():
+        if len(rows) == 0:
+            log.warning("tree leaf %d (pdf %d) has no data; initialised from the global mean/variance",
+                        leaf, pdf_of_leaf[leaf])
+        gmms[pdf_of_leaf[leaf]] = leaf_gaussian(stats, rows if len(rows) else everything)
+    return tree, gmm.TransitionModel(tree, topo), gmm.make_am(gmms)
+
+
+def leaf_gaussian(stats: treelib.TreeStats, rows: np.ndarray):
+    """gmm-init-model: one Gaussian with the ML mean/variance of the leaf's frames."""
+    n = stats.count[rows].sum()
+    mean = stats.sum[rows].sum(0) / n
+    var = np.maximum(stats.sumsq[rows].sum(0) / n - mean ** 2, 1e-3)
+    return gmm.make_gmm(np.ones(1), mean[None], var[None])
+
+
+def convert_alignment(ali: dict, old_tm, old_tree, new_tm, new_tree) -> dict[str, np.ndarray]:
+    """convert-ali: re-express transition-id alignments of the old model in the new model.
+
+    Each frame keeps its phone, HMM state and transition index; its pdf comes from the new tree
+    applied to the phone's (left, center, right) context.
+    """
+    old, new = gmm.TransitionTable(old_tm, old_tree), gmm.TransitionTable(new_tm, new_tree)
+    state_of = new.state_lookup()
+    topo = new_tm.topo
+    cache: dict[tuple, int] = {}
+    out = {}
+    for utt, tids in ali.items():
+        tids = np.asarray(tids)
+        phones, starts = old.phone[tids], phone_starts(old.hmm_state[tids])
+        seg = np.cumsum(starts) - 1
+        seg_phone = phones[np.flatnonzero(starts)]
+        left = np.concatenate([[0], seg_phone[:-1]])[seg]
+        right = np.concatenate([seg_phone[1:], [0]])[seg]
+        hmm_state, trans_index = old.hmm_state[tids], old.trans_index[tids]
+        new_tids = np.empty_like(tids)
+        for t in range(len(tids)):
+            key = (int(left[t]), int(phones[t]), int(right[t]), int(hmm_state[t]))
+            if key not in cache:
+                cache[key] = _new_state(key, new_tree, topo, state_of, utt)
+            new_tids[t] = new.state2id[cache[key]] + trans_index[t]
+        out[utt] = new_tids.astype(np.int32)
+    return out
+
+
+def _new_state(key, tree, topo, state_of, utt) -> int:
+    left, phone, right, hmm_state = key
+    pdf_class = topo.topology_for_phone(phone)[hmm_state].forward_pdf_class
+    ok, pdf = tree.compute([left, phone, right], pdf_class)
+    if not ok or (phone, hmm_state, pdf) not in state_of:
+        raise AsrKdError(f"utterance {utt}: cannot map phone {phone} state {hmm_state} in context "
+                         f"({left}, {right}) to the new tree")
+    return state_of[(phone, hmm_state, pdf)]

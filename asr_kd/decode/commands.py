@@ -1,0 +1,107 @@
+"""CLI: make-graph, decode (GMM features or log-likelihood store; optional tuning on dev), score."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from asr_kd.errors import AsrKdError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("make-graph", help="lang_test dir + model dir (tree, final.mdl) -> HCLG graph dir")
+    p.add_argument("lang_dir")
+    p.add_argument("model_dir")
+    p.add_argument("graph_dir")
+    p.add_argument("--self-loop-scale", type=float, default=0.1)
+    p.set_defaults(func=_make_graph)
+
+    p = sub.add_parser("decode", help="decode a set (GMM on features, or a log-likelihood store) and score it")
+    p.add_argument("graph_dir")
+    p.add_argument("model_dir", help="dir with final.mdl and tree (the transition model; the GMM for --feats)")
+    p.add_argument("out_dir", help="writes hyp.txt (+ ref.txt, per_utt.txt, wer.json with --text)")
+    _add_input_args(p, "", "the set to decode")
+    p.add_argument("--text", help="reference Kaldi text for scoring")
+    p.add_argument("--acoustic-scale", type=float, default=0.1)
+    _add_input_args(p, "dev-", "a dev set to choose the acoustic scale on (then fixed for this set)")
+    p.add_argument("--dev-text", help="reference text of the dev set")
+    p.add_argument("--acoustic-scales", help="comma-separated scales tried on dev (default: tune.DEFAULT_SCALES)")
+    p.add_argument("--beam", type=float, default=13.0)
+    p.add_argument("--lattice-beam", type=float, default=6.0)
+    p.add_argument("--max-active", type=int, default=7000)
+    p.set_defaults(func=_decode)
+
+    p = sub.add_parser("score", help="WER of a hypothesis text against a reference text")
+    p.add_argument("ref_text")
+    p.add_argument("hyp_text")
+    p.add_argument("out_dir")
+    p.set_defaults(func=_score)
+
+
+def _add_input_args(p, prefix: str, what: str) -> None:
+    group = p.add_mutually_exclusive_group(required=not prefix)
+    group.add_argument(f"--{prefix}feats", help=f"feature store of {what} (scored with the GMM in MODEL_DIR)")
+    group.add_argument(f"--{prefix}loglikes", help=f"log-likelihood store (frames x pdfs) of {what}")
+
+
+def _make_graph(args) -> None:
+    from asr_kd.decode.graph import make_graph
+
+    make_graph(args.lang_dir, args.model_dir, args.graph_dir, self_loop_scale=args.self_loop_scale)
+
+
+def _load_loglikes(decoder, feats: str | None, loglikes: str | None) -> dict:
+    from asr_kd.data.store import RaggedStore
+    from asr_kd.decode.decoder import gmm_loglikes
+
+    if loglikes:
+        store = RaggedStore(loglikes)
+        return {utt: store[utt] for utt in store}
+    store = RaggedStore(feats)
+    return gmm_loglikes(decoder.am, {utt: store[utt] for utt in store})
+
+
+def _decode(args) -> None:
+    from asr_kd.decode.decoder import Decoder, decode_all
+    from asr_kd.decode.scoring import read_text_table, wer, write_wer_dir
+    from asr_kd.decode.tune import DEFAULT_SCALES, tune_and_decode
+    from asr_kd.io import write_json, write_text
+
+    decoder = Decoder(args.graph_dir, Path(args.model_dir) / "final.mdl", beam=args.beam,
+                      lattice_beam=args.lattice_beam, max_active=args.max_active)
+    loglikes = _load_loglikes(decoder, args.feats, args.loglikes)
+    settings = {"beam": args.beam, "lattice_beam": args.lattice_beam, "max_active": args.max_active,
+                "graph_dir": args.graph_dir, "model_dir": args.model_dir}
+    if args.dev_feats or args.dev_loglikes:
+        if not args.dev_text:
+            raise AsrKdError("--dev-feats/--dev-loglikes need --dev-text to choose the acoustic scale")
+        scales = [float(s) for s in args.acoustic_scales.split(",")] if args.acoustic_scales else DEFAULT_SCALES
+        dev = _load_loglikes(decoder, args.dev_feats, args.dev_loglikes)
+        tuned = tune_and_decode(decoder, dev, read_text_table(args.dev_text), loglikes, scales)
+        hyps, stats, scale = tuned.hyps, tuned.stats, tuned.acoustic_scale
+        write_json(Path(args.out_dir) / "tuning.json", {
+            "chosen_acoustic_scale": scale, "dev": {str(s): r.summary() for s, r in tuned.dev_wer.items()}})
+    else:
+        scale = args.acoustic_scale
+        hyps, stats = decode_all(decoder, loglikes, scale)
+    settings.update(acoustic_scale=scale, real_time_factor=round(stats.real_time_factor, 5),
+                    decode_seconds=round(stats.seconds, 3), failed_utterances=stats.num_failed)
+    if args.text:
+        refs = read_text_table(args.text)
+        result = wer(refs, hyps)
+        write_wer_dir(args.out_dir, result, refs, hyps, extra=settings)
+        print(f"{args.out_dir}: {result} (acoustic scale {scale:g}, RTF {stats.real_time_factor:.4f})")
+    else:
+        write_text(Path(args.out_dir) / "hyp.txt", "".join(f"{u} {' '.join(w)}\n" for u, w in sorted(hyps.items())))
+        write_json(Path(args.out_dir) / "decode.json", settings)
+
+
+def _score(args) -> None:
+    from asr_kd.decode.scoring import read_text_table, wer, write_wer_dir
+
+    refs, hyps = read_text_table(args.ref_text), read_text_table(args.hyp_text)
+    result = wer(refs, hyps)
+    write_wer_dir(args.out_dir, result, refs, hyps)
+    print(result)

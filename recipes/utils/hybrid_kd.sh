@@ -1,0 +1,181 @@
+# Stages 1-9 shared by every recipe: lang + LM, features, GMM alignments, DNN baseline, ensemble,
+# distillation, DNN decoding, report (Hinton, Vinyals & Dean 2015 §4).
+#
+# Sourced by recipes/<corpus>/run.sh after hybrid_kd_defaults.sh and parse_options.sh, with
+#   train_dir dev_dir test_dir   Kaldi data dirs (wav.scp, text, utt2spk, spk2utt)
+#   dict_dir                     Kaldi dict dir (lexicon.txt, *_phones.txt)
+# set. Sourcing computes every path; the corpus's stage 0 runs next; then `hybrid_kd_stages`.
+#
+# Each step is one `asr-kd` call per data set. A step that succeeded leaves a marker
+# $exp/.done/<step> (holding its duration), so re-running the recipe skips it; a step without a
+# marker is re-run from a clean output dir, except nnet training, which resumes from its last
+# epoch checkpoint (bit-identical on CPU). Step logs: $exp/log/<step>.log.
+
+# ------------------------------------------------------------------ paths (before any stage)
+sets="train dev test"
+declare -A set_dir=([train]=$train_dir [dev]=$dev_dir [test]=$test_dir)
+lang=$data/lang
+lang_test=$data/lang_test_bg
+arpa=$data/local/lm_bg.arpa
+mfcc=$data/mfcc                      # $mfcc/<set>: MFCC + deltas, CMN (GMM input)
+fbank=$data/fbank                    # $fbank/<set>: 40 log-mel, CMN (DNN input)
+mono=$exp/mono
+tri1=$exp/tri1
+ali=$exp/tri1_ali                    # ${ali}, ${ali}_dev, ${ali}_test: pdf alignments = DNN labels
+graph=$tri1/graph_bg
+dnn=$exp/dnn                         # baseline: one model of the students' architecture
+ensemble=$exp/dnn_ensemble           # member_<i>/ + ensemble.json; combine_{arith,geo}/ for its scores
+teacher_cache_dir=$ensemble/cache_geo
+regularizer=$exp/regularizer         # paper §6 (only when regularizer_fraction > 0)
+report=$exp/report
+log_dir=$exp/log
+done_dir=$exp/.done
+
+ali_of() { if [ "$1" = train ]; then echo "$ali"; else echo "${ali}_$1"; fi; }
+model_size=(--set model.hidden_layers=$hidden_layers --set model.hidden_dim=$hidden_dim
+            --set max_epochs=$max_epochs --set device=$device)
+student_size=(--set student.model.hidden_layers=$hidden_layers --set student.model.hidden_dim=$hidden_dim
+              --set student.max_epochs=$max_epochs --set student.device=$device)
+soft_terms="{soft_ce: 1.0, hard_ce: $hard_weight}"
+nnet_device=$device; [ "$device" = auto ] && nnet_device=$("$python" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
+decode_opts=(--acoustic-scales "$acoustic_scales" --beam "$beam" --max-active "$max_active")
+students=(); for t in $temperatures; do students+=("$exp/student_T$t"); done
+members=(); for ((i = 0; i < num_members; i++)); do members+=("$ensemble/member_$i"); done
+
+# ------------------------------------------------------------------ helpers
+kd() { "$python" -m asr_kd "$@"; }
+
+in_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+# step NAME CMD...: run CMD unless $done_dir/NAME exists; output to $log_dir/NAME.log.
+step() {
+  local name=$1; shift
+  if [ -f "$done_dir/$name" ]; then echo "  [done] $name"; return 0; fi
+  mkdir -p "$log_dir" "$done_dir"
+  echo "  [run ] $name"
+  local t0=$SECONDS
+  if ! "$@" >"$log_dir/$name.log" 2>&1; then
+    echo "$0: step $name failed; last lines of $log_dir/$name.log:" >&2
+    tail -n 20 "$log_dir/$name.log" >&2
+    exit 1
+  fi
+  echo "$((SECONDS - t0))" >"$done_dir/$name"
+}
+
+# fresh_step NAME OUT CMD...: like step, but first removes OUT left by an interrupted run.
+fresh_step() {
+  local name=$1 out=$2; shift 2
+  [ -f "$done_dir/$name" ] || rm -rf "$out"
+  step "$name" "$@"
+}
+
+# decode_dnn NAME DIR COMBINE MODELS...: frame metrics, log-likelihoods and dev-tuned decoding of
+# one DNN system into DIR (eval_<set>.json; decode_test/ with tuning.json = dev WER per scale).
+decode_dnn() {
+  local name=$1 dir=$2 combine=$3; shift 3
+  for set in dev test; do
+    fresh_step "eval_${name}_$set" "$dir/eval_$set.json" \
+      kd eval-frames "$@" "$fbank/$set" "$(ali_of $set)" --combine "$combine" --device "$nnet_device" \
+        --out "$dir/eval_$set.json"
+    fresh_step "loglikes_${name}_$set" "$dir/loglikes_$set" \
+      kd compute-loglikes "$@" "$fbank/$set" "$ali" "$dir/loglikes_$set" --combine "$combine" \
+        --device "$nnet_device" --dtype float16
+  done
+  fresh_step "decode_${name}_test" "$dir/decode_test" \
+    kd decode "$graph" "$tri1" "$dir/decode_test" --loglikes "$dir/loglikes_test" --text "$test_dir/text" \
+      --dev-loglikes "$dir/loglikes_dev" --dev-text "$dev_dir/text" "${decode_opts[@]}"
+  [ "$keep_loglikes" = true ] || rm -rf "$dir/loglikes_dev" "$dir/loglikes_test"
+}
+
+# ------------------------------------------------------------------ stages 1-9
+hybrid_kd_stages() {
+  if in_stage 1; then
+    echo "stage 1: lang, ${lm_order}-gram LM on the training text, lang_test"
+    fresh_step prepare_lang "$lang" kd prepare-lang "$dict_dir" "$lang"
+    step train_lm kd train-lm --order "$lm_order" --lang-dir "$lang" "$train_dir/text" "$arpa"
+    fresh_step make_lang_test "$lang_test" kd make-lang-test "$lang" "$arpa" "$lang_test"
+  fi
+
+  if in_stage 2; then
+    echo "stage 2: features (MFCC for the GMM, fbank for the DNN)"
+    for set in $sets; do
+      step mfcc_$set kd compute-features --config "$mfcc_conf" --num-jobs "$nj" "${set_dir[$set]}" "$mfcc/$set"
+      step fbank_$set kd compute-features --config "$fbank_conf" --num-jobs "$nj" "${set_dir[$set]}" "$fbank/$set"
+    done
+  fi
+
+  if in_stage 3; then
+    echo "stage 3: monophone GMM, alignment of train, graph, GMM decoding"
+    fresh_step train_mono "$mono" kd train-mono "$mfcc/train" "$train_dir" "$lang" "$mono"
+    fresh_step align_mono "${mono}_ali" kd align "$mfcc/train" "$train_dir" "$lang" "$mono" "${mono}_ali"
+    fresh_step make_graph_mono "$mono/graph_bg" kd make-graph "$lang_test" "$mono" "$mono/graph_bg"
+    fresh_step decode_mono_test "$mono/decode_test" kd decode "$mono/graph_bg" "$mono" "$mono/decode_test" \
+      --feats "$mfcc/test" --text "$test_dir/text" --dev-feats "$mfcc/dev" --dev-text "$dev_dir/text" \
+      "${decode_opts[@]}"
+  fi
+
+  if in_stage 4; then
+    echo "stage 4: triphone GMM (tri1), alignments of every set, graph, GMM decoding"
+    fresh_step train_tri1 "$tri1" kd train-tri --num-leaves "$num_leaves" --tot-gauss "$tot_gauss" \
+      "$mfcc/train" "$train_dir" "$lang" "${mono}_ali" "$tri1"
+    for set in $sets; do
+      fresh_step align_tri1_$set "$(ali_of $set)" kd align "$mfcc/$set" "${set_dir[$set]}" "$lang" "$tri1" "$(ali_of $set)"
+    done
+    fresh_step make_graph "$graph" kd make-graph "$lang_test" "$tri1" "$graph"
+    fresh_step decode_tri1_test "$tri1/decode_test" kd decode "$graph" "$tri1" "$tri1/decode_test" \
+      --feats "$mfcc/test" --text "$test_dir/text" --dev-feats "$mfcc/dev" --dev-text "$dev_dir/text" \
+      "${decode_opts[@]}"
+  fi
+
+  if in_stage 5; then
+    echo "stage 5: baseline DNN (${hidden_layers} x ${hidden_dim})"
+    step train_dnn kd train --config "$dnn_conf" "${model_size[@]}" \
+      "$fbank/train" "$ali" "$fbank/dev" "${ali}_dev" "$dnn"
+  fi
+
+  if in_stage 6; then
+    echo "stage 6: ensemble of $num_members DNNs (seeds 2..$((num_members + 1)))"
+    step train_ensemble kd train-ensemble --config "$dnn_conf" "${model_size[@]}" --set seed=2 \
+      --k "$num_members" "$fbank/train" "$ali" "$fbank/dev" "${ali}_dev" "$ensemble"
+  fi
+
+  if in_stage 7; then
+    echo "stage 7: distillation, one student per temperature ($temperatures), teacher $combination"
+    local teacher=(--teacher "$ensemble" --combination "$combination")
+    if [ "$teacher_cache" = true ]; then
+      fresh_step cache_teacher "$teacher_cache_dir" kd cache-teacher "$ensemble" --feats "$fbank/train" \
+        --out "$teacher_cache_dir" --combination geo --device "$nnet_device"
+      teacher=(--teacher-cache "$teacher_cache_dir")
+    fi
+    for t in $temperatures; do
+      step distill_T$t kd distill --config "$distill_conf" "${student_size[@]}" "${teacher[@]}" \
+        --set loss.temperature=$t --set "loss.terms=$soft_terms" \
+        "$fbank/train" "$ali" "$fbank/dev" "${ali}_dev" "$exp/student_T$t"
+    done
+    if [ "$regularizer_fraction" != 0 ]; then
+      step regularizer kd regularizer --config "$distill_conf" "${student_size[@]}" "${teacher[@]}" \
+        --fraction "$regularizer_fraction" --baseline "$dnn" "$fbank/train" "$ali" "$fbank/dev" "${ali}_dev" \
+        "$fbank/test" "${ali}_test" "$regularizer"
+    fi
+  fi
+
+  if in_stage 8; then
+    echo "stage 8: DNN frame metrics and decoding (acoustic scale tuned on dev)"
+    decode_dnn dnn "$dnn" arith "$dnn"
+    for ((i = 0; i < num_members; i++)); do
+      decode_dnn member_$i "${members[$i]}" arith "${members[$i]}"
+    done
+    for c in arith geo; do
+      decode_dnn ensemble_$c "$ensemble/combine_$c" $c "$ensemble"
+    done
+    for t in $temperatures; do
+      decode_dnn student_T$t "$exp/student_T$t" arith "$exp/student_T$t"
+    done
+  fi
+
+  if in_stage 9; then
+    echo "stage 9: report"
+    kd report "$exp" --out "$report"    # always regenerated: cheap, and reads whatever has finished
+    echo "results: $report/RESULTS.md"
+  fi
+}

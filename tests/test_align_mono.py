@@ -1,0 +1,95 @@
+"""Flat-start monophone training and forced alignment on a synthetic corpus with known boundaries."""
+import logging
+
+import numpy as np
+import pytest
+
+from align_synth import boundary_errors, hyp_segments, make_corpus, make_lang
+from asr_kd.align.alignment import AlignConfig, align_data, align_set
+from asr_kd.align.graphs import compile_graphs, load_lang
+from asr_kd.align.mono import MonoConfig, train_mono
+from asr_kd.data.store import RaggedStore, write_store
+from asr_kd.io import sha256_file
+from asr_kd.kaldi import gmm
+
+CFG = MonoConfig(num_iters=10, max_iter_inc=6, tot_gauss=20, realign_iters=[1, 2, 3, 4, 5, 6, 8])
+
+
+@pytest.fixture(scope="module")
+def mono(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mono")
+    lang = make_lang(root)
+    feats, texts, truth = make_corpus(root)
+    train_mono(feats, texts, lang, root / "mono", CFG)
+    store = align_data(feats, texts, lang, root / "mono", root / "mono_ali")
+    return root, lang, feats, texts, truth, store
+
+
+def test_mono_alignment_matches_known_boundaries(mono):
+    root, _, _, _, truth, _ = mono
+    errors = boundary_errors(truth, hyp_segments(root / "mono_ali" / "ctm.txt"))
+    assert len(errors) > 80
+    assert errors.max() <= 2, errors
+    assert errors.mean() < 1.0
+
+
+def test_alignment_store_contract(mono):
+    root, _, feats, texts, _, store = mono
+    tree = gmm.read_tree(root / "mono" / "tree")
+    assert store.meta["num_pdfs"] == tree.num_pdfs == 5 * 3 + 5
+    assert store.meta["model_sha256"] == sha256_file(root / "mono" / "final.mdl")
+    assert store.meta["feature_config_hash"] == "synthetic" and store.meta["source"] == "gmm"
+    assert sorted(store.keys) == sorted(texts)
+    for utt in store:
+        assert store.num_rows(utt) == feats.num_rows(utt)
+    priors = np.load(root / "mono_ali" / "priors.npy")
+    assert priors.shape == (tree.num_pdfs,) and abs(priors.sum() - 1) < 1e-9 and priors.min() > 0
+    phones = RaggedStore(root / "mono_ali" / "phones")
+    transitions = RaggedStore(root / "mono_ali" / "transitions")
+    tm, _ = gmm.read_model(root / "mono_ali" / "final.mdl", tree)
+    utt = store.keys[0]
+    assert [tm.transition_id_to_pdf(int(t)) for t in transitions[utt]] == list(store[utt])
+    assert [tm.transition_id_to_phone(int(t)) for t in transitions[utt]] == list(phones[utt])
+
+
+def test_model_and_tree_files_roundtrip(mono):
+    root, _, feats, _, _, _ = mono
+    tree = gmm.read_tree(root / "mono" / "tree")
+    tm, am = gmm.read_model(root / "mono" / "final.mdl", tree)
+    gmm.write_model(root / "copy.mdl", tm, am, tree)
+    tm2, am2 = gmm.read_model(root / "copy.mdl", tree)
+    x = np.asarray(feats[feats.keys[0]][0], np.float32)
+    assert am2.num_gauss == am.num_gauss
+    assert all(abs(am.log_likelihood(p, x) - am2.log_likelihood(p, x)) < 1e-3 for p in range(am.num_pdfs))
+    assert np.allclose(tm2.log_probs, tm.log_probs) and np.allclose(tm2.non_self_loop_log_probs, tm.non_self_loop_log_probs)
+
+
+def test_short_utterance_aligns_and_too_short_one_fails_loudly(mono, tmp_path):
+    root, lang_dir, _, _, _, _ = mono
+    tree = gmm.read_tree(root / "mono" / "tree")
+    tm, am = gmm.read_model(root / "mono" / "final.mdl", tree)
+    new_feats, new_texts, new_truth = make_corpus(tmp_path, num_utts=1, seed=3)   # unseen utterance
+    x = np.asarray(new_feats["utt000"])
+    feats = write_store(tmp_path / "short", [("a", x), ("b", x[:4])], {"frame_shift_ms": 10.0})
+    texts = {"a": new_texts["utt000"], "b": "ABS ASK SKI"}        # 8 phones cannot fit in 4 frames
+    graphs = compile_graphs(load_lang(lang_dir), tm, tree, texts)
+    ali, failed, _ = align_set(am, tm, graphs, feats, AlignConfig())
+    assert failed == ["b"] and list(ali) == ["a"] and len(ali["a"]) == len(x)
+    table = gmm.TransitionTable(tm, tree)
+    names = load_lang(lang_dir).phone_names
+    phones = [names[p] for p in table.phone[ali["a"]]]
+    true = [p for p, _, n in new_truth["utt000"] for _ in range(n)]
+    agree = np.mean([a == b for a, b in zip(phones, true)])
+    assert agree > 0.9, agree
+
+
+def test_training_resumes_from_last_pass(mono, caplog):
+    root, lang, feats, texts, _, _ = mono
+    out = root / "mono"
+    (out / "final.mdl").unlink()
+    for n in range(7, CFG.num_iters + 1):
+        (out / f"{n}.mdl").unlink()
+    with caplog.at_level(logging.INFO, logger="asr_kd"):
+        train_mono(feats, texts, lang, out, CFG)
+    assert "resuming at pass 6" in caplog.text
+    assert (out / "final.mdl").is_file() and (out / f"{CFG.num_iters}.mdl").is_file()

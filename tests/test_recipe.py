@@ -1,0 +1,124 @@
+"""recipes/an4/run.sh end to end on a few AN4 utterances with tiny models (CPU), and its contracts:
+unknown options are errors, finished steps are skipped, and a run killed (SIGKILL) in the middle
+of a stage, then re-run, gives the same report as an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_SH = REPO / "recipes" / "an4" / "run.sh"
+CORPUS = Path(__file__).parents[2] / "shared/corpora/an4"
+TINY = ["--subset", "30", "--num-leaves", "60", "--tot-gauss", "200", "--hidden-dim", "32", "--max-epochs", "3",
+        "--num-members", "2", "--temperatures", "2", "--acoustic-scales", "0.08,0.1", "--beam", "8",
+        "--max-active", "500", "--device", "cpu", "--nj", "1"]
+DNN_SYSTEMS = ["dnn", "dnn_ensemble/member_0", "dnn_ensemble/member_1", "dnn_ensemble (arith, K=2)",
+               "dnn_ensemble (geo, K=2)", "student_T2"]
+TIMING_KEYS = {"rtf"}  # wall-clock numbers: differ between any two runs
+
+needs_corpus = pytest.mark.skipif(not (CORPUS / "etc" / "an4_train.fileids").is_file(),
+                                  reason=f"AN4 corpus not found at {CORPUS}")
+
+
+def recipe(root: Path, *args: str, check: bool = True, **popen) -> subprocess.CompletedProcess | subprocess.Popen:
+    cmd = ["bash", str(RUN_SH), "--python", sys.executable, "--corpus", str(CORPUS),
+           "--data", str(root / "data"), "--exp", str(root / "exp"), *TINY, *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if popen:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if check and out.returncode != 0:
+        raise AssertionError(f"recipe failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+def table_rows(md: str) -> dict[str, list[str]]:
+    return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in md.splitlines() if line.startswith("| ") and "|---" not in line}
+
+
+def comparable(results_json: Path) -> list[dict]:
+    """The report's per-system numbers without wall-clock ones."""
+    summary = json.loads(results_json.read_text(encoding="utf-8"))["summary"]
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in summary]
+
+
+@pytest.fixture(scope="module")
+def an4_run(tmp_path_factory):
+    """GMM stages (0-4) once, a snapshot of that state, then the DNN stages (5-9)."""
+    root = tmp_path_factory.mktemp("an4_run")
+    recipe(root, "--stop-stage", "4")
+    snapshot = tmp_path_factory.mktemp("an4_gmm") / "root"
+    shutil.copytree(root, snapshot, symlinks=True)
+    out = recipe(root, "--stage", "5")
+    return root, snapshot, out.stdout
+
+
+@needs_corpus
+def test_end_to_end_report(an4_run):
+    root, _, stdout = an4_run
+    md = (root / "exp" / "report" / "RESULTS.md").read_text(encoding="utf-8")
+    rows = table_rows(md)
+    for name in ["mono", "tri1", *DNN_SYSTEMS]:
+        assert name in rows, f"{name} missing from RESULTS.md:\n{md}"
+    header = ["params", "dev frame acc %", "test frame acc %", "dev CE", "test CE", "dev WER %", "test WER %"]
+    assert list(rows["system"][:7]) == header
+    for name in DNN_SYSTEMS:
+        acc, wer = rows[name][2], rows[name][6]
+        assert 0 < float(acc) <= 100 and 0 <= float(wer), f"{name}: {rows[name]}"
+    assert rows["student_T2"][-1] != ""  # % of ensemble gain kept is computed
+    assert (root / "exp" / "report" / "results.json").is_file()
+    assert not (root / "exp" / "dnn" / "loglikes_test").exists()  # removed after decoding by default
+
+
+@needs_corpus
+def test_rerun_is_a_no_op(an4_run):
+    root, _, _ = an4_run
+    before = {p: p.stat().st_mtime_ns for p in (root / "exp").rglob("final.pt")}
+    out = recipe(root, "--stop-stage", "8")
+    assert "[run ]" not in out.stdout and "[done] distill_T2" in out.stdout
+    assert before == {p: p.stat().st_mtime_ns for p in (root / "exp").rglob("final.pt")}
+
+
+@needs_corpus
+def test_killed_mid_stage_then_rerun_gives_the_same_report(an4_run):
+    """SIGKILL the whole recipe while the ensemble trains (after its first checkpoint), re-run it."""
+    root, snapshot, _ = an4_run
+    copy = snapshot.parent / "killed"
+    shutil.copytree(snapshot, copy, symlinks=True)
+    proc = recipe(copy, "--stage", "5", start_new_session=True)
+    checkpoint = copy / "exp" / "dnn_ensemble" / "group_0" / "checkpoints" / "epoch_1.pt"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    killed = proc.poll() is None
+    if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert killed, "the recipe ended before it could be killed mid-stage"
+    assert not (copy / "exp" / ".done" / "train_ensemble").exists()  # no marker for an unfinished step
+    recipe(copy, "--stage", "5")
+    assert comparable(copy / "exp" / "report" / "results.json") == comparable(root / "exp" / "report" / "results.json")
+
+
+def test_unknown_option_is_an_error(tmp_path):
+    out = subprocess.run(["bash", str(RUN_SH), "--no-such-option", "1"], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "unknown option --no-such-option" in out.stderr
+    out = subprocess.run(["bash", str(RUN_SH), "--stage=3"], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "--name value" in out.stderr
+
+
+def test_help_lists_shared_and_corpus_options():
+    out = subprocess.run(["bash", str(RUN_SH), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for option in ("--corpus", "--subset", "--stage", "--num-members", "--temperatures", "--device"):
+        assert option in out.stdout
+    assert "--train-dir" not in out.stdout  # derived paths are not options
