@@ -1,5 +1,7 @@
 """Flat-start monophone training and forced alignment on a synthetic corpus with known boundaries."""
+import dataclasses
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from asr_kd.align.alignment import AlignConfig, align_data, align_set
 from asr_kd.align.graphs import compile_graphs, load_lang
 from asr_kd.align.mono import MonoConfig, train_mono
 from asr_kd.data.store import RaggedStore, write_store
+from asr_kd.errors import AsrKdError
 from asr_kd.io import sha256_file
 from asr_kd.kaldi import gmm
 
@@ -83,9 +86,10 @@ def test_short_utterance_aligns_and_too_short_one_fails_loudly(mono, tmp_path):
     assert agree > 0.9, agree
 
 
-def test_training_resumes_from_last_pass(mono, caplog):
+def test_training_resumes_from_last_pass_and_refuses_other_configs(mono, tmp_path, caplog):
     root, lang, feats, texts, _, _ = mono
-    out = root / "mono"
+    out = tmp_path / "mono"
+    shutil.copytree(root / "mono", out)
     (out / "final.mdl").unlink()
     for n in range(7, CFG.num_iters + 1):
         (out / f"{n}.mdl").unlink()
@@ -93,3 +97,23 @@ def test_training_resumes_from_last_pass(mono, caplog):
         train_mono(feats, texts, lang, out, CFG)
     assert "resuming at pass 6" in caplog.text
     assert (out / "final.mdl").is_file() and (out / f"{CFG.num_iters}.mdl").is_file()
+    before = (out / "final.mdl").stat().st_mtime_ns
+    train_mono(feats, texts, lang, out, CFG)                      # finished: a no-op
+    assert (out / "final.mdl").stat().st_mtime_ns == before
+    with pytest.raises(AsrKdError, match="another configuration"):
+        train_mono(feats, texts, lang, out, dataclasses.replace(CFG, tot_gauss=40))
+
+
+def test_cli_align_and_ali_stats(mono, tmp_path, capsys):
+    from asr_kd.cli import main
+
+    root, lang, feats, texts, _, _ = mono
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "text").write_text("".join(f"{u} {t}\n" for u, t in sorted(texts.items())))
+    assert main(["align", str(feats.path), str(tmp_path / "data"), str(lang), str(root / "mono"),
+                 str(tmp_path / "ali"), "--set", "beam=8"]) == 0
+    assert main(["ali-stats", str(tmp_path / "ali")]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(texts)} utterances aligned, 0 failed" in out and "num_pdfs 20" in out and "sum 1.000000" in out
+    assert main(["align", str(feats.path), str(tmp_path / "data"), str(lang), str(tmp_path / "nowhere"),
+                 str(tmp_path / "ali2")]) == 1

@@ -67,6 +67,17 @@ def test_decoder_finds_known_best_path(system, phones, words):
     assert hyps["u1"] == words
 
 
+def test_word_penalty_trades_words_for_acoustic_fit(system):
+    from asr_kd.decode.decoder import Decoder
+
+    root, num_pdfs, pdf_of = system
+    loglikes = synthetic_loglikes(root, num_pdfs, pdf_of, ["a", "sil", "b"])
+    plain = Decoder(root / "graph", root / "mono/final.mdl")
+    penalised = Decoder(root / "graph", root / "mono/final.mdl", word_penalty=200.0)
+    assert plain.decode_one("u", loglikes, acoustic_scale=0.1)[0] == ["A", "B"]
+    assert len(penalised.decode_one("u", loglikes, acoustic_scale=0.1)[0]) < 2  # fewer words, worse fit
+
+
 def test_decoder_rejects_wrong_pdf_count(system):
     from asr_kd.decode.decoder import decode
 
@@ -104,10 +115,13 @@ def test_decode_cli_tunes_on_dev_and_scores(system, tmp_path):
     out = tmp_path / "decode"
     assert main(["decode", str(root / "graph"), str(root / "mono"), str(out), "--loglikes", str(tmp_path / "ll"),
                  "--text", str(tmp_path / "text"), "--dev-loglikes", str(tmp_path / "ll"),
-                 "--dev-text", str(tmp_path / "text"), "--acoustic-scales", "0.5,1.0"]) == 0
+                 "--dev-text", str(tmp_path / "text"), "--acoustic-scales", "0.5,1.0",
+                 "--word-penalties", "0,1"]) == 0
     summary = json.loads((out / "wer.json").read_text())
     assert (summary["errors"], summary["words"]) == (0, 4)
-    assert json.loads((out / "tuning.json").read_text())["chosen_acoustic_scale"] in (0.5, 1.0)
+    tuning = json.loads((out / "tuning.json").read_text())
+    assert len(tuning["dev"]) == 4  # 2 scales x 2 penalties, all error-free here: ties go to the smallest
+    assert (tuning["chosen_acoustic_scale"], tuning["chosen_word_penalty"]) == (0.5, 0.0)
     assert main(["score", str(tmp_path / "text"), str(out / "hyp.txt"), str(tmp_path / "score")]) == 0
 
 

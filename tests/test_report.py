@@ -32,9 +32,12 @@ def _scores(d: Path, dev_acc: float, test_acc: float, wer: float, sdi=(1, 1, 1))
     _json(d / "eval_test.json", {"frame_acc": test_acc, "ce": 1.25, "num_frames": 100})
     s, dl, i = sdi
     _json(d / "decode_test" / "wer.json", {"wer": wer, "substitutions": s, "deletions": dl, "insertions": i,
-                                           "words": 100, "real_time_factor": 0.01, "acoustic_scale": 0.1})
-    _json(d / "decode_test" / "tuning.json", {"chosen_acoustic_scale": 0.1,
-                                              "dev": {"0.1": {"wer": wer + 1}, "0.05": {"wer": 99.0}}})
+                                           "words": 100, "real_time_factor": 0.01, "acoustic_scale": 0.1,
+                                           "word_penalty": 0.5})
+    _json(d / "decode_test" / "tuning.json", {"chosen_acoustic_scale": 0.1, "chosen_word_penalty": 0.5, "dev": [
+        {"acoustic_scale": 0.1, "word_penalty": 0.0, "wer": 98.0},
+        {"acoustic_scale": 0.1, "word_penalty": 0.5, "wer": wer + 1},
+        {"acoustic_scale": 0.05, "word_penalty": 0.5, "wer": 99.0}]})
 
 
 def make_exp(root: Path, shift: float = 0.0) -> Path:
@@ -78,7 +81,7 @@ def test_collect_run_values(tmp_path):
     assert by_name["dnn_ensemble (arith, K=2)"].values["params"] == 110  # sum of members
     assert by_name["student_T2"].values["gain_kept"] == pytest.approx(0.8)
     assert by_name["student_T5"].values["gain_kept"] == pytest.approx(0.5)
-    assert by_name["student_T2"].values["dev_wer"] == pytest.approx(9.5)  # dev WER at the chosen scale
+    assert by_name["student_T2"].values["dev_wer"] == pytest.approx(9.5)  # dev WER at the chosen (scale, penalty)
     assert by_name["tri1"].values["test_wer"] == 12.0 and "test_frame_acc" not in by_name["tri1"].values
     assert run.step_seconds == {"train_dnn": 12}
 

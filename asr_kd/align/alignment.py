@@ -41,19 +41,20 @@ def align_set(am, tm, graphs: dict, feats: RaggedStore, cfg: AlignConfig, desc: 
 
     An alignment counts only if it covers every frame; a failure is retried once at `fail_beam`.
     """
-    alignments, failed, tot_like, frames, retried = {}, [], 0.0, 0, 0
+    alignments, failed, tot_like, frames, retried = {}, [], 0.0, 0, []
     for utt, graph in tqdm(graphs.items(), desc=desc, unit="utt", leave=False, mininterval=5):
         x = feats[utt]
         tids, like = _align(am, tm, graph, x, cfg, cfg.beam, cfg.retry_beam)
         if tids is None and cfg.fail_beam > cfg.retry_beam:
-            retried += 1
+            retried.append(utt)
             tids, like = _align(am, tm, graph, x, cfg, cfg.fail_beam, 0.0)
         if tids is None:
             failed.append(utt)
             continue
         alignments[utt], tot_like, frames = tids, tot_like + like, frames + len(tids)
-    if retried or failed:
-        log.warning("%s: %d utterances retried at beam %g, %d failed: %s", desc, retried, cfg.fail_beam,
+    if retried:
+        log.warning("%s: %d utterance(s) failed at beam %g/%g and were retried at beam %g: %s; still failed: %d %s",
+                    desc, len(retried), cfg.beam, cfg.retry_beam, cfg.fail_beam, " ".join(retried[:20]),
                     len(failed), " ".join(failed[:20]))
     return alignments, failed, tot_like / max(frames, 1)
 

@@ -58,7 +58,6 @@ def _texts(data_dir: str) -> dict[str, str]:
 
 
 def _train_mono(args) -> None:
-    from asr_kd.align.alignment import format_stats
     from asr_kd.align.mono import MonoConfig, train_mono
     from asr_kd.config import load_config
 

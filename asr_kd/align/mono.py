@@ -2,26 +2,22 @@
 
     0.mdl: one Gaussian per pdf at the global feature mean/variance; equal alignment.
     pass x = 1 .. num_iters-1: realign if x in realign_iters, accumulate, re-estimate, mix up.
-Each finished pass writes `x+1.mdl` (atomically); the alignment in use is saved after each realign
-(`ali.npz`), so a killed run restarts at the last finished pass.
+Checkpointing and the EM pass itself are shared with tri.py (em.py).
 """
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from asr_kd.align.alignment import AlignConfig, align_set
+from asr_kd.align.alignment import AlignConfig
+from asr_kd.align.em import already_trained, em_pass, resume, run_passes, save_alignment, usable_texts
 from asr_kd.align.graphs import Lang, compile_graphs, load_lang
 from asr_kd.data.store import RaggedStore
-from asr_kd.errors import AsrKdError
 from asr_kd.expdir import ExpDir
-from asr_kd.io import atomic_path
 from asr_kd.kaldi import gmm
 
 log = logging.getLogger(__name__)
@@ -46,6 +42,8 @@ def train_mono(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir:
     feats = feats if isinstance(feats, RaggedStore) else RaggedStore(feats)
     lang = load_lang(lang_dir)
     texts = usable_texts(texts, feats)
+    if already_trained(out_dir, cfg):
+        return Path(out_dir)
     exp = ExpDir.create(out_dir, cfg, log_name="train_mono")
     out = exp.path
     tree, tm, am = init_model(lang, feats, texts)
@@ -62,30 +60,12 @@ def train_mono(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir:
         start = 1
     num_gauss, inc_gauss = gauss_schedule(am, cfg, start)
     started = time.time()
-    for x in tqdm(range(start, cfg.num_iters), desc="train_mono", unit="pass", initial=start, total=cfg.num_iters):
-        if x in cfg.realign_iters:
-            ali, failed, like = align_set(am, tm, graphs, feats, cfg.align, desc=f"align pass {x}")
-            save_alignment(out / "ali.npz", ali, x)
-            exp.log_metrics({"pass": x, "align_avg_loglike": like, "align_failed": len(failed)})
-        tm, am = em_pass(x, am, tm, tree, feats, ali, exp, mixup=num_gauss, power=cfg.power)
-        if x <= cfg.max_iter_inc:
-            num_gauss += inc_gauss
-    shutil.copyfile(out / f"{cfg.num_iters}.mdl", out / "final.mdl")
+    tm, am = run_passes(exp, am, tm, tree, graphs, feats, ali, start=start, num_iters=cfg.num_iters,
+                        realign_iters=cfg.realign_iters, align=cfg.align, num_gauss=num_gauss, inc_gauss=inc_gauss,
+                        max_iter_inc=cfg.max_iter_inc, power=cfg.power, desc="train_mono")
     log.info("train_mono: done in %.1f s: %d pdfs, %d Gaussians -> %s/final.mdl",
              time.time() - started, am.num_pdfs, am.num_gauss, out)
     return out
-
-
-def usable_texts(texts: dict[str, str], feats: RaggedStore) -> dict[str, str]:
-    """Transcripts of utterances that have features (others are logged and skipped)."""
-    missing = [u for u in texts if u not in feats]
-    if missing:
-        log.warning("%d utterances have a transcript but no features in %s (e.g. %s); skipped",
-                    len(missing), feats.path, missing[0])
-    kept = {u: t for u, t in sorted(texts.items()) if u in feats}
-    if not kept:
-        raise AsrKdError(f"no utterance of the transcripts has features in {feats.path}")
-    return kept
 
 
 def init_model(lang: Lang, feats: RaggedStore, texts: dict[str, str]):
@@ -108,45 +88,7 @@ def equal_alignment(graphs: dict, feats: RaggedStore) -> dict[str, np.ndarray]:
     return ali
 
 
-def em_pass(x: int, am, tm, tree, feats: RaggedStore, ali: dict, exp: ExpDir, *, mixup: int,
-            power: float, min_gaussian_occupancy: float = 10.0):
-    """One gmm-acc-stats-ali + gmm-est pass; writes `x+1.mdl`. Returns the new (tm, am)."""
-    table = gmm.TransitionTable(tm, tree)
-    accs, trans_accs = gmm.new_accs(am, tm)
-    for utt, tids in ali.items():
-        gmm.accumulate_ali(accs, trans_accs, am, tm, table, feats[utt], tids)
-    stats = gmm.estimate(am, tm, accs, trans_accs, mixup=mixup, power=power,
-                         min_gaussian_occupancy=min_gaussian_occupancy)
-    gmm.write_model(exp.path / f"{x + 1}.mdl", tm, am, tree)
-    log.info("pass %d: avg loglike %.4f over %d frames, %d Gaussians", x, stats["avg_loglike"],
-             stats["frames"], stats["num_gauss"])
-    exp.log_metrics({"pass": x, **stats})
-    return tm, am
-
-
 def gauss_schedule(am, cfg: MonoConfig, start: int) -> tuple[int, int]:
     """(Gaussian target for pass `start`, increment per pass), as train_mono.sh computes them."""
     inc = max((cfg.tot_gauss - am.num_pdfs) // cfg.max_iter_inc, 0)
     return am.num_pdfs + inc * min(start - 1, cfg.max_iter_inc), inc
-
-
-def save_alignment(path: Path, ali: dict[str, np.ndarray], x: int) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, __pass__=np.array(x), **ali)
-
-
-def load_alignment(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files if k != "__pass__"}
-
-
-def resume(out: Path, tree, num_iters: int):
-    """(first pass to run, tm, am, alignment) from the checkpoints in `out`; None if none."""
-    done = sorted(int(p.stem) for p in out.glob("*.mdl") if p.stem.isdigit() and int(p.stem) >= 1)
-    if not done or not (out / "ali.npz").is_file():
-        return None
-    last = min(done[-1], num_iters)
-    tm, am = gmm.read_model(out / f"{last}.mdl", tree)
-    log.info("resuming at pass %d from %s/%d.mdl", last, out, last)
-    return last, tm, am, load_alignment(out / "ali.npz")

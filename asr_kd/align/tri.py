@@ -3,23 +3,21 @@
     tree stats from the alignment -> questions -> tree (num_leaves) -> one Gaussian per leaf from
     the stats -> convert the alignment to the new tree -> EM passes with realignment, mixing up
     linearly to tot_gauss.
-Checkpoints as in mono.py (`N.mdl` + `ali.npz`), so a killed run resumes at the last finished pass.
+Checkpoints and resume as in mono.py (em.py).
 """
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from asr_kd.align import tree as treelib
-from asr_kd.align.alignment import AlignConfig, align_set, phone_starts
+from asr_kd.align.alignment import AlignConfig, phone_starts
 from asr_kd.align.graphs import Lang, compile_graphs, load_lang, read_int_sets
-from asr_kd.align.mono import em_pass, resume, save_alignment, usable_texts
+from asr_kd.align.em import already_trained, resume, run_passes, save_alignment, usable_texts
 from asr_kd.data.store import RaggedStore
 from asr_kd.errors import AsrKdError
 from asr_kd.expdir import ExpDir
@@ -46,6 +44,8 @@ def train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: 
     cfg = cfg or TriConfig()
     feats = feats if isinstance(feats, RaggedStore) else RaggedStore(feats)
     lang, ali_dir = load_lang(lang_dir), Path(ali_dir)
+    if already_trained(out_dir, cfg):
+        return Path(out_dir)
     exp = ExpDir.create(out_dir, cfg, log_name="train_tri")
     out = exp.path
     old_tree = gmm.read_tree(ali_dir / "tree")
@@ -66,15 +66,9 @@ def train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: 
         gmm.write_model(out / "1.mdl", tm, am, tree)
     inc = max((cfg.tot_gauss - cfg.num_leaves) // cfg.max_iter_inc, 0)
     num_gauss = cfg.num_leaves + inc * min(start - 1, cfg.max_iter_inc)
-    for x in tqdm(range(start, cfg.num_iters), desc="train_tri", unit="pass", initial=start, total=cfg.num_iters):
-        if x in cfg.realign_iters:
-            ali, failed, like = align_set(am, tm, graphs, feats, cfg.align, desc=f"align pass {x}")
-            save_alignment(out / "ali.npz", ali, x)
-            exp.log_metrics({"pass": x, "align_avg_loglike": like, "align_failed": len(failed)})
-        tm, am = em_pass(x, am, tm, tree, feats, ali, exp, mixup=num_gauss, power=cfg.power)
-        if x <= cfg.max_iter_inc:
-            num_gauss += inc
-    shutil.copyfile(out / f"{cfg.num_iters}.mdl", out / "final.mdl")
+    tm, am = run_passes(exp, am, tm, tree, graphs, feats, ali, start=start, num_iters=cfg.num_iters,
+                        realign_iters=cfg.realign_iters, align=cfg.align, num_gauss=num_gauss, inc_gauss=inc,
+                        max_iter_inc=cfg.max_iter_inc, power=cfg.power, desc="train_tri")
     log.info("train_tri: done in %.1f s: %d pdfs, %d Gaussians -> %s/final.mdl",
              time.time() - started, am.num_pdfs, am.num_gauss, out)
     return out

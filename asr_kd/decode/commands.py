@@ -25,12 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_input_args(p, "", "the set to decode")
     p.add_argument("--text", help="reference Kaldi text for scoring")
     p.add_argument("--acoustic-scale", type=float, default=0.1)
+    p.add_argument("--word-penalty", type=float, default=0.0, help="cost added per hypothesised word")
     _add_input_args(p, "dev-", "a dev set to choose the acoustic scale on (then fixed for this set)")
     p.add_argument("--dev-text", help="reference text of the dev set")
     p.add_argument("--acoustic-scales", help="comma-separated scales tried on dev (default: tune.DEFAULT_SCALES)")
+    p.add_argument("--word-penalties", help="comma-separated word insertion penalties tried on dev (default: 0)")
     p.add_argument("--beam", type=float, default=13.0)
     p.add_argument("--lattice-beam", type=float, default=6.0)
     p.add_argument("--max-active", type=int, default=7000)
+    p.add_argument("--num-jobs", type=int, default=1, help="decoder worker processes")
     p.set_defaults(func=_decode)
 
     p = sub.add_parser("score", help="WER of a hypothesis text against a reference text")
@@ -65,37 +68,60 @@ def _load_loglikes(decoder, feats: str | None, loglikes: str | None) -> dict:
 
 def _decode(args) -> None:
     from asr_kd.decode.decoder import Decoder, decode_all
-    from asr_kd.decode.scoring import read_text_table, wer, write_wer_dir
-    from asr_kd.decode.tune import DEFAULT_SCALES, tune_and_decode
-    from asr_kd.io import write_json, write_text
+    from asr_kd.decode.tune import DEFAULT_PENALTIES, DEFAULT_SCALES, tune_and_decode
+    from asr_kd.io import write_json
 
-    decoder = Decoder(args.graph_dir, Path(args.model_dir) / "final.mdl", beam=args.beam,
-                      lattice_beam=args.lattice_beam, max_active=args.max_active)
+    model_path = Path(args.model_dir) / "final.mdl"
+    options = {"beam": args.beam, "lattice_beam": args.lattice_beam, "max_active": args.max_active}
+    decoder = Decoder(args.graph_dir, model_path, word_penalty=args.word_penalty, **options)
     loglikes = _load_loglikes(decoder, args.feats, args.loglikes)
-    settings = {"beam": args.beam, "lattice_beam": args.lattice_beam, "max_active": args.max_active,
-                "graph_dir": args.graph_dir, "model_dir": args.model_dir}
+    settings = {**options, "graph_dir": args.graph_dir, "model_dir": args.model_dir}
     if args.dev_feats or args.dev_loglikes:
         if not args.dev_text:
             raise AsrKdError("--dev-feats/--dev-loglikes need --dev-text to choose the acoustic scale")
-        scales = [float(s) for s in args.acoustic_scales.split(",")] if args.acoustic_scales else DEFAULT_SCALES
+        scales = _floats(args.acoustic_scales) or DEFAULT_SCALES
+        penalties = _floats(args.word_penalties) or DEFAULT_PENALTIES
         dev = _load_loglikes(decoder, args.dev_feats, args.dev_loglikes)
-        tuned = tune_and_decode(decoder, dev, read_text_table(args.dev_text), loglikes, scales)
-        hyps, stats, scale = tuned.hyps, tuned.stats, tuned.acoustic_scale
+        tuned = tune_and_decode(args.graph_dir, model_path, dev, _read_text(args.dev_text), loglikes, scales,
+                                penalties, args.num_jobs, **options)
+        hyps, stats, scale, penalty = tuned.hyps, tuned.stats, tuned.acoustic_scale, tuned.word_penalty
         write_json(Path(args.out_dir) / "tuning.json", {
-            "chosen_acoustic_scale": scale, "dev": {str(s): r.summary() for s, r in tuned.dev_wer.items()}})
+            "chosen_acoustic_scale": scale, "chosen_word_penalty": penalty, "tuned_on": args.dev_text,
+            "dev": [{"acoustic_scale": s, "word_penalty": p, **r.summary()} for (s, p), r in tuned.dev_wer.items()]})
     else:
-        scale = args.acoustic_scale
-        hyps, stats = decode_all(decoder, loglikes, scale)
-    settings.update(acoustic_scale=scale, real_time_factor=round(stats.real_time_factor, 5),
+        scale, penalty = args.acoustic_scale, args.word_penalty
+        hyps, stats = decode_all(decoder, loglikes, scale, args.num_jobs)
+    settings.update(acoustic_scale=scale, word_penalty=penalty, real_time_factor=round(stats.real_time_factor, 5),
                     decode_seconds=round(stats.seconds, 3), failed_utterances=stats.num_failed)
+    _write_results(args, hyps, settings, stats)
+
+
+def _write_results(args, hyps: dict, settings: dict, stats) -> None:
+    from asr_kd.decode.scoring import wer, write_wer_dir
+    from asr_kd.io import write_json, write_text
+
     if args.text:
-        refs = read_text_table(args.text)
+        refs = _read_text(args.text)
         result = wer(refs, hyps)
         write_wer_dir(args.out_dir, result, refs, hyps, extra=settings)
-        print(f"{args.out_dir}: {result} (acoustic scale {scale:g}, RTF {stats.real_time_factor:.4f})")
+        print(f"{args.out_dir}: {result} (acoustic scale {settings['acoustic_scale']:g}, word penalty "
+              f"{settings['word_penalty']:g}, RTF {stats.real_time_factor:.4f})")
     else:
         write_text(Path(args.out_dir) / "hyp.txt", "".join(f"{u} {' '.join(w)}\n" for u, w in sorted(hyps.items())))
         write_json(Path(args.out_dir) / "decode.json", settings)
+
+
+def _floats(text: str | None) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")] if text else []
+    except ValueError:
+        raise AsrKdError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _read_text(path: str) -> dict:
+    from asr_kd.decode.scoring import read_text_table
+
+    return read_text_table(path)
 
 
 def _score(args) -> None:

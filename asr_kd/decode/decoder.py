@@ -4,8 +4,9 @@ The same entry point serves GMMs (`gmm_loglikes`) and DNNs (log posterior - log 
 asks for a score per transition id, so each matrix is expanded through the transition model's
 transition-id -> pdf map and pre-multiplied by the acoustic scale. (kaldi-hmm-gmm's DecodableCtc
 returns column `index - 1` for transition id `index`, which is why column 0 is transition id 1.)
-A single-pass decoder has one knob for the acoustic/LM balance: the acoustic scale (LM weight =
-1 / acoustic scale in Kaldi's scoring terms).
+A single-pass decoder has one knob for the acoustic/LM balance, the acoustic scale (LM weight =
+1 / acoustic scale in Kaldi's scoring terms); a word insertion penalty (a cost added to every
+word-emitting arc, as Kaldi's scoring scripts tune) is the second.
 """
 from __future__ import annotations
 
@@ -44,9 +45,9 @@ class Decoder:
     """A loaded graph + transition model; `decode_one` turns one matrix into words."""
 
     def __init__(self, graph_dir: str | os.PathLike, model_path: str | os.PathLike, *, beam: float = 13.0,
-                 lattice_beam: float = 6.0, max_active: int = 7000):
+                 lattice_beam: float = 6.0, max_active: int = 7000, word_penalty: float = 0.0):
         import kaldi_hmm_gmm as khg
-        from asr_kd.kaldi.fst import read_fst
+        from asr_kd.kaldi.fst import add_word_penalty, read_fst
         from asr_kd.kaldi.gmm import read_model, read_tree
         from asr_kd.lang.prepare_lang import read_symbol_table
 
@@ -58,6 +59,9 @@ class Decoder:
         self.num_pdfs = self.trans_model.num_pdfs
         self.id2word = {i: w for w, i in read_symbol_table(graph_dir / "words.txt").items()}
         self.graph = read_fst(graph_dir / "HCLG.fst")
+        self.word_penalty = word_penalty
+        if word_penalty:
+            self.graph = add_word_penalty(self.graph, word_penalty)
         config = khg.LatticeFasterDecoderConfig(beam=beam, max_active=max_active, lattice_beam=lattice_beam)
         self._decoder = khg.LatticeFasterDecoder(self.graph, config)
         self._khg = khg
@@ -84,29 +88,61 @@ class Decoder:
 
 def decode(loglikes: Mapping[str, np.ndarray], graph_dir: str | os.PathLike, model_path: str | os.PathLike,
            acoustic_scale: float = 0.1, beam: float = 13.0, lattice_beam: float = 6.0,
-           max_active: int = 7000) -> dict[str, list[str]]:
+           max_active: int = 7000, num_jobs: int = 1) -> dict[str, list[str]]:
     """Decode every utterance of `loglikes` (utt -> (frames, num_pdfs)); returns utt -> words."""
     decoder = Decoder(graph_dir, model_path, beam=beam, lattice_beam=lattice_beam, max_active=max_active)
-    return decode_all(decoder, loglikes, acoustic_scale)[0]
+    return decode_all(decoder, loglikes, acoustic_scale, num_jobs)[0]
 
 
-def decode_all(decoder: Decoder, loglikes: Mapping[str, np.ndarray],
-               acoustic_scale: float) -> tuple[dict[str, list[str]], DecodeStats]:
-    """Decode with an already loaded Decoder (to try several acoustic scales without reloading)."""
+def decode_all(decoder: Decoder, loglikes: Mapping[str, np.ndarray], acoustic_scale: float,
+               num_jobs: int = 1) -> tuple[dict[str, list[str]], DecodeStats]:
+    """Decode with an already loaded Decoder (to try several acoustic scales without reloading).
+
+    `num_jobs` > 1 forks that many workers, which inherit the loaded graph and the matrices (no
+    copies are sent); each decodes a share of the utterances. RTF counts decoder seconds summed
+    over workers, so it does not depend on num_jobs.
+    """
+    utts = sorted(loglikes)
     hyps, stats = {}, DecodeStats()
-    for utt in tqdm(sorted(loglikes), desc=f"decode (acwt {acoustic_scale:g})", unit="utt",
-                    disable=len(loglikes) < 20, leave=False):
-        matrix = np.asarray(loglikes[utt])
-        start = time.perf_counter()
-        hyps[utt], ok = decoder.decode_one(utt, matrix, acoustic_scale)
-        stats.seconds += time.perf_counter() - start
-        stats.num_utts, stats.num_frames = stats.num_utts + 1, stats.num_frames + len(matrix)
+    if num_jobs > 1 and len(utts) > 1:
+        import multiprocessing
+
+        _FORKED.update(decoder=decoder, loglikes=loglikes, scale=acoustic_scale)
+        try:
+            with multiprocessing.get_context("fork").Pool(min(num_jobs, len(utts))) as pool:
+                results = pool.imap(_decode_forked, utts, chunksize=max(1, len(utts) // (8 * num_jobs)))
+                results = list(tqdm(results, total=len(utts), desc=f"decode (acwt {acoustic_scale:g})",
+                                    unit="utt", disable=len(utts) < 20, leave=False))
+        finally:
+            _FORKED.clear()
+    else:
+        results = [_decode_timed(decoder, u, loglikes[u], acoustic_scale)
+                   for u in tqdm(utts, desc=f"decode (acwt {acoustic_scale:g})", unit="utt",
+                                 disable=len(utts) < 20, leave=False)]
+    for utt, words, ok, frames, seconds in results:
+        hyps[utt] = words
+        stats.seconds += seconds
+        stats.num_utts, stats.num_frames = stats.num_utts + 1, stats.num_frames + frames
         if not ok:
             stats.num_failed += 1
             log.warning("utterance %s: no path reached a final state; using the partial best path", utt)
     log.info("decoded %d utterances (acoustic scale %g), %d without a final state, real-time factor %.4f",
              stats.num_utts, acoustic_scale, stats.num_failed, stats.real_time_factor)
     return hyps, stats
+
+
+_FORKED: dict = {}  # what forked decode workers inherit from decode_all
+
+
+def _decode_forked(utt: str):
+    return _decode_timed(_FORKED["decoder"], utt, _FORKED["loglikes"][utt], _FORKED["scale"])
+
+
+def _decode_timed(decoder: Decoder, utt: str, matrix, acoustic_scale: float):
+    matrix = np.asarray(matrix)
+    start = time.perf_counter()
+    words, ok = decoder.decode_one(utt, matrix, acoustic_scale)
+    return utt, words, ok, len(matrix), time.perf_counter() - start
 
 
 def gmm_loglikes(am, feats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -110,6 +110,8 @@ def distill(student_cfg: TrainConfig, teacher: Teacher | None, transfer_set: Fra
             raise AsrKdError(f"{transfer.name}: labels have {num_pdfs} pdfs but the teacher predicts {teacher.num_pdfs}")
         num_pdfs = teacher.num_pdfs
         teacher.to(device).attach(transfer)
+    elif not (transfer.labels >= 0).any():
+        raise AsrKdError(f"{transfer.name}: no labels and no teacher: nothing to learn from")
     record_run(exp_dir, teacher, transfer, loss_cfg)
     result = train_frame_classifier(student_cfg, transfer, dev, loss_fn=make_loss_fn(teacher, loss_cfg),
                                     exp_dir=exp_dir, num_pdfs=num_pdfs)

@@ -154,3 +154,11 @@ def _determinize(fst, name: str) -> None:
 
 def _num_arcs(fst) -> int:
     return sum(fst.num_arcs(s) for s in kaldifst.StateIterator(fst))
+
+
+def add_word_penalty(fst, penalty: float) -> kaldifst.StdVectorFst:
+    """A copy of `fst` with `penalty` added to every arc that outputs a word (insertion penalty)."""
+    arcs = [a._replace(weight=a.weight + penalty) if a.olabel != 0 else a for a in fst_arcs(fst)]
+    out = fst_from_arcs(arcs, fst.start, fst_finals(fst))
+    kaldifst.arcsort(out, sort_type="ilabel")
+    return out

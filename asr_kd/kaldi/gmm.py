@@ -73,6 +73,8 @@ def write_tree(path: str | os.PathLike, tree: khg.ContextDependency) -> None:
 
 def read_tree(path: str | os.PathLike) -> khg.ContextDependency:
     """Read a Kaldi binary `tree` file."""
+    if not Path(path).is_file():
+        raise AsrKdError(f"{path}: tree file not found (is this a GMM dir from train-mono / train-tri?)")
     data = Path(path).read_bytes()
     if not data.startswith(b"\0BContextDependency "):
         raise AsrKdError(f"{path}: not a Kaldi binary tree file (convert with `copy-tree --binary=true`)")

@@ -19,13 +19,14 @@ lang_test=$data/lang_test_bg
 arpa=$data/local/lm_bg.arpa
 mfcc=$data/mfcc                      # $mfcc/<set>: MFCC + deltas, CMN (GMM input)
 fbank=$data/fbank                    # $fbank/<set>: 40 log-mel, CMN (DNN input)
-mono=$exp/mono
-tri1=$exp/tri1
-ali=$exp/tri1_ali                    # ${ali}, ${ali}_dev, ${ali}_test: pdf alignments = DNN labels
+gmm_exp=${gmm_exp:-$exp}
+mono=$gmm_exp/mono
+tri1=$gmm_exp/tri1
+ali=$gmm_exp/tri1_ali                # ${ali}, ${ali}_dev, ${ali}_test: pdf alignments = DNN labels
 graph=$tri1/graph_bg
 dnn=$exp/dnn                         # baseline: one model of the students' architecture
 ensemble=$exp/dnn_ensemble           # member_<i>/ + ensemble.json; combine_{arith,geo}/ for its scores
-teacher_cache_dir=$ensemble/cache_geo
+teacher_cache_dir=$ensemble/cache_$combination  # teacher_cache=true: geo once; arith ${..}_T<T> per T
 regularizer=$exp/regularizer         # paper §6 (only when regularizer_fraction > 0)
 report=$exp/report
 log_dir=$exp/log
@@ -33,13 +34,14 @@ done_dir=$exp/.done
 
 ali_of() { if [ "$1" = train ]; then echo "$ali"; else echo "${ali}_$1"; fi; }
 model_size=(--set model.hidden_layers=$hidden_layers --set model.hidden_dim=$hidden_dim
-            --set max_epochs=$max_epochs --set device=$device)
+            --set max_epochs=$max_epochs --set device=$device --set seed=$seed)
 student_size=(--set student.model.hidden_layers=$hidden_layers --set student.model.hidden_dim=$hidden_dim
-              --set student.max_epochs=$max_epochs --set student.device=$device)
+              --set student.max_epochs=$max_epochs --set student.device=$device --set student.seed=$seed)
+member_seed=$((100 * (seed - 1) + 2))  # members' seeds: member_seed, member_seed + 1, ...
 soft_terms="{soft_ce: 1.0, hard_ce: $hard_weight}"
 nnet_device=$device; [ "$device" = auto ] && nnet_device=$("$python" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
-decode_opts=(--acoustic-scales "$acoustic_scales" --beam "$beam" --max-active "$max_active")
-students=(); for t in $temperatures; do students+=("$exp/student_T$t"); done
+decode_opts=(--acoustic-scales "$acoustic_scales" --word-penalties "$word_penalties" --beam "$beam" --max-active "$max_active"
+             --num-jobs "$nj")
 members=(); for ((i = 0; i < num_members; i++)); do members+=("$ensemble/member_$i"); done
 
 # ------------------------------------------------------------------ helpers
@@ -69,14 +71,24 @@ fresh_step() {
   step "$name" "$@"
 }
 
-# decode_dnn NAME DIR COMBINE MODELS...: frame metrics, log-likelihoods and dev-tuned decoding of
-# one DNN system into DIR (eval_<set>.json; decode_test/ with tuning.json = dev WER per scale).
-decode_dnn() {
+# eval_dnn NAME DIR COMBINE MODELS...: frame accuracy and CE on dev and test into DIR/eval_<set>.json.
+eval_dnn() {
   local name=$1 dir=$2 combine=$3; shift 3
   for set in dev test; do
     fresh_step "eval_${name}_$set" "$dir/eval_$set.json" \
       kd eval-frames "$@" "$fbank/$set" "$(ali_of $set)" --combine "$combine" --device "$nnet_device" \
         --out "$dir/eval_$set.json"
+  done
+}
+
+# decode_dnn NAME DIR COMBINE MODELS...: frame metrics, log-likelihoods and dev-tuned decoding of
+# one DNN system into DIR (eval_<set>.json; decode_test/ with tuning.json = dev WER per scale).
+decode_dnn() {
+  local name=$1 dir=$2 combine=$3; shift 3
+  eval_dnn "$name" "$dir" "$combine" "$@"
+  [ -f "$done_dir/decode_${name}_test" ] && { echo "  [done] decode_${name}_test"; return 0; }
+  for set in dev test; do  # log-likelihood stores (deleted after decoding): rebuilt for a re-decode
+    [ -d "$dir/loglikes_$set" ] || rm -f "$done_dir/loglikes_${name}_$set"
     fresh_step "loglikes_${name}_$set" "$dir/loglikes_$set" \
       kd compute-loglikes "$@" "$fbank/$set" "$ali" "$dir/loglikes_$set" --combine "$combine" \
         --device "$nnet_device" --dtype float16
@@ -84,7 +96,9 @@ decode_dnn() {
   fresh_step "decode_${name}_test" "$dir/decode_test" \
     kd decode "$graph" "$tri1" "$dir/decode_test" --loglikes "$dir/loglikes_test" --text "$test_dir/text" \
       --dev-loglikes "$dir/loglikes_dev" --dev-text "$dev_dir/text" "${decode_opts[@]}"
-  [ "$keep_loglikes" = true ] || rm -rf "$dir/loglikes_dev" "$dir/loglikes_test"
+  if [ "$keep_loglikes" != true ]; then
+    rm -rf "$dir/loglikes_dev" "$dir/loglikes_test"
+  fi
 }
 
 # ------------------------------------------------------------------ stages 1-9
@@ -134,26 +148,28 @@ hybrid_kd_stages() {
   fi
 
   if in_stage 6; then
-    echo "stage 6: ensemble of $num_members DNNs (seeds 2..$((num_members + 1)))"
-    step train_ensemble kd train-ensemble --config "$dnn_conf" "${model_size[@]}" --set seed=2 \
+    echo "stage 6: ensemble of $num_members DNNs (seeds $member_seed..$((member_seed + num_members - 1)))"
+    step train_ensemble kd train-ensemble --config "$dnn_conf" "${model_size[@]}" --set seed=$member_seed \
       --k "$num_members" "$fbank/train" "$ali" "$fbank/dev" "${ali}_dev" "$ensemble"
   fi
 
   if in_stage 7; then
     echo "stage 7: distillation, one student per temperature ($temperatures), teacher $combination"
-    local teacher=(--teacher "$ensemble" --combination "$combination")
-    if [ "$teacher_cache" = true ]; then
-      fresh_step cache_teacher "$teacher_cache_dir" kd cache-teacher "$ensemble" --feats "$fbank/train" \
-        --out "$teacher_cache_dir" --combination geo --device "$nnet_device"
-      teacher=(--teacher-cache "$teacher_cache_dir")
-    fi
     for t in $temperatures; do
+      local teacher=(--teacher "$ensemble" --combination "$combination")
+      if [ "$teacher_cache" = true ]; then  # the ensemble runs once per T (arith) or once for every T (geo)
+        local cache=$teacher_cache_dir; [ "$combination" = arith ] && cache=${teacher_cache_dir}_T$t
+        fresh_step "cache_teacher_$(basename "$cache")" "$cache" kd cache-teacher "$ensemble" --feats "$fbank/train" \
+          --out "$cache" --combination "$combination" --temperature "$t" --device "$nnet_device"
+        teacher=(--teacher-cache "$cache")
+      fi
       step distill_T$t kd distill --config "$distill_conf" "${student_size[@]}" "${teacher[@]}" \
         --set loss.temperature=$t --set "loss.terms=$soft_terms" \
         "$fbank/train" "$ali" "$fbank/dev" "${ali}_dev" "$exp/student_T$t"
     done
     if [ "$regularizer_fraction" != 0 ]; then
-      step regularizer kd regularizer --config "$distill_conf" "${student_size[@]}" "${teacher[@]}" \
+      step regularizer kd regularizer --config "$distill_conf" "${student_size[@]}" \
+        --teacher "$ensemble" --combination "$combination" \
         --fraction "$regularizer_fraction" --baseline "$dnn" "$fbank/train" "$ali" "$fbank/dev" "${ali}_dev" \
         "$fbank/test" "${ali}_test" "$regularizer"
     fi
@@ -162,8 +178,12 @@ hybrid_kd_stages() {
   if in_stage 8; then
     echo "stage 8: DNN frame metrics and decoding (acoustic scale tuned on dev)"
     decode_dnn dnn "$dnn" arith "$dnn"
-    for ((i = 0; i < num_members; i++)); do
-      decode_dnn member_$i "${members[$i]}" arith "${members[$i]}"
+    for ((i = 0; i < num_members; i++)); do  # members past --decode-members: frame metrics only
+      if [ "$i" -lt "$decode_members" ]; then
+        decode_dnn member_$i "${members[$i]}" arith "${members[$i]}"
+      else
+        eval_dnn member_$i "${members[$i]}" arith "${members[$i]}"
+      fi
     done
     for c in arith geo; do
       decode_dnn ensemble_$c "$ensemble/combine_$c" $c "$ensemble"
