@@ -78,6 +78,23 @@ def test_word_penalty_trades_words_for_acoustic_fit(system):
     assert len(penalised.decode_one("u", loglikes, acoustic_scale=0.1)[0]) < 2  # fewer words, worse fit
 
 
+def test_forked_workers_decode_like_one_process(system):
+    from asr_kd.decode.decoder import Decoder, decode_all
+
+    root, num_pdfs, pdf_of = system
+    seqs = [["a", "sil", "b"], ["k", "a"], ["a", "b"], ["b", "sil", "k", "ah"], ["sil", "a", "sil"]]
+    loglikes = {f"u{i}": synthetic_loglikes(root, num_pdfs, pdf_of, seq) for i, seq in enumerate(seqs)}
+    decoder = Decoder(root / "graph", root / "mono/final.mdl")
+    serial, serial_stats = decode_all(decoder, loglikes, 1.0)
+    forked, forked_stats = decode_all(decoder, loglikes, 1.0, num_jobs=2)
+    assert forked == serial and serial["u0"] == ["A", "B"]
+    assert (forked_stats.num_utts, forked_stats.num_frames) == (serial_stats.num_utts, serial_stats.num_frames) == (
+        5, sum(len(m) for m in loglikes.values()))
+    loglikes["u3"] = np.full_like(loglikes["u3"], np.nan)
+    with pytest.raises(AsrKdError, match="utterance u3"):  # a worker's error reaches the caller intact
+        decode_all(decoder, loglikes, 1.0, num_jobs=2)
+
+
 def test_decoder_rejects_wrong_pdf_count(system):
     from asr_kd.decode.decoder import decode
 

@@ -104,21 +104,20 @@ def decode_all(decoder: Decoder, loglikes: Mapping[str, np.ndarray], acoustic_sc
     """
     utts = sorted(loglikes)
     hyps, stats = {}, DecodeStats()
+    progress = {"total": len(utts), "desc": f"decode (acwt {acoustic_scale:g})", "unit": "utt",
+                "disable": len(utts) < 20, "leave": False}
     if num_jobs > 1 and len(utts) > 1:
         import multiprocessing
 
         _FORKED.update(decoder=decoder, loglikes=loglikes, scale=acoustic_scale)
         try:
             with multiprocessing.get_context("fork").Pool(min(num_jobs, len(utts))) as pool:
-                results = pool.imap(_decode_forked, utts, chunksize=max(1, len(utts) // (8 * num_jobs)))
-                results = list(tqdm(results, total=len(utts), desc=f"decode (acwt {acoustic_scale:g})",
-                                    unit="utt", disable=len(utts) < 20, leave=False))
+                chunk = max(1, len(utts) // (8 * num_jobs))
+                results = list(tqdm(pool.imap(_decode_forked, utts, chunksize=chunk), **progress))
         finally:
             _FORKED.clear()
     else:
-        results = [_decode_timed(decoder, u, loglikes[u], acoustic_scale)
-                   for u in tqdm(utts, desc=f"decode (acwt {acoustic_scale:g})", unit="utt",
-                                 disable=len(utts) < 20, leave=False)]
+        results = [_decode_timed(decoder, u, loglikes[u], acoustic_scale) for u in tqdm(utts, **progress)]
     for utt, words, ok, frames, seconds in results:
         hyps[utt] = words
         stats.seconds += seconds
