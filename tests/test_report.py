@@ -113,8 +113,10 @@ def test_seeds_mean_std(tmp_path):
     assert (mean, std) == pytest.approx(mean_std([0.50, 0.52]))
     assert std == pytest.approx(0.0141421, rel=1e-4)
     assert rows["dnn"]["n"] == 2
+    assert rows["dnn"]["acoustic_scale"] == (0.1, 0.0)  # the same in both runs: std exactly 0
     write_report([a, b], tmp_path / "rep", plots=False)
-    assert "dnn (n=2) |" in (tmp_path / "rep" / "RESULTS.md").read_text(encoding="utf-8")
+    md = (tmp_path / "rep" / "RESULTS.md").read_text(encoding="utf-8")
+    assert "dnn (n=2) |" in md and "| 1/1/1 | 0.1 ± 0 | 0.5 ± 0 |" in md
 
 
 def test_empty_exp_dir_is_an_error(tmp_path):

@@ -38,11 +38,17 @@ def plot_temperature_sweep(runs, path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([t for t, _ in points], [a for _, a in points], "o", label="distilled student")
+    styles = {"baseline": ("--", "C1"), "ensemble": (":", "C2")}
     for run in runs[:1]:
         for s in run.systems:
-            if s.kind in ("baseline", "ensemble") and "test_frame_acc" in s.values:
-                ax.axhline(100 * s.values["test_frame_acc"], ls="--" if s.kind == "baseline" else ":", label=s.name)
+            if s.kind in styles and "test_frame_acc" in s.values:
+                ls, color = styles[s.kind]
+                ax.axhline(100 * s.values["test_frame_acc"], ls=ls, color=color if s.combination != "geo" else "C3",
+                           label=s.name)
+    temperatures = sorted({t for t, _ in points})
     ax.set_xscale("log")
+    ax.set_xticks(temperatures, [f"{t:g}" for t in temperatures])
+    ax.minorticks_off()
     ax.set_xlabel("temperature T")
     ax.set_ylabel("test frame accuracy %")
     ax.grid(alpha=0.3)

@@ -222,6 +222,8 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     mean = sum(values) / len(values)
     if len(values) < 2:
         return mean, None
+    if min(values) == max(values):  # exactly 0, not float noise like 8.5e-18
+        return values[0], 0.0
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
@@ -264,8 +266,8 @@ COLUMNS = [  # (header, metric, formatter of one number)
     ("dev WER %", "dev_wer", lambda v: f"{v:.2f}"),
     ("test WER %", "test_wer", lambda v: f"{v:.2f}"),
     ("S/D/I", None, None),
-    ("ac. scale", "acoustic_scale", lambda v: f"{v:g}"),
-    ("word pen.", "word_penalty", lambda v: f"{v:g}"),
+    ("ac. scale", "acoustic_scale", lambda v: f"{v:.3g}"),
+    ("word pen.", "word_penalty", lambda v: f"{v:.2g}"),
     ("RTF", "rtf", lambda v: f"{v:.4f}"),
     ("gain kept %", "gain_kept", lambda v: f"{100 * v:.1f}"),
 ]
@@ -285,7 +287,7 @@ def main_table(rows: list[dict]) -> str:
         for _, metric, fmt in COLUMNS:
             if metric is None:
                 sdi = [row.get(k) for k in ("substitutions", "deletions", "insertions")]
-                cells.append("/".join(f"{m[0]:g}" for m in sdi) if all(sdi) else "")
+                cells.append("/".join(f"{round(m[0], 1):g}" for m in sdi) if all(sdi) else "")  # means over runs
             else:
                 cells.append(cell(row, metric, fmt))
         name = row["name"] + (f" (n={row['n']})" if row["n"] > 1 and row["kind"] != "members" else "")
