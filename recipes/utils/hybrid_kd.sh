@@ -169,7 +169,8 @@ hybrid_kd_stages() {
     done
     if [ "$regularizer_fraction" != 0 ]; then
       step regularizer kd regularizer --config "$distill_conf" "${student_size[@]}" \
-        --teacher "$ensemble" --combination "$combination" \
+        --set student.max_epochs=$regularizer_epochs --set student.min_epochs=$((regularizer_epochs / 3)) \
+        --set "loss.terms={soft_ce: 1.0}" --teacher "$ensemble" --combination "$combination" \
         --fraction "$regularizer_fraction" --baseline "$dnn" "$fbank/train" "$ali" "$fbank/dev" "${ali}_dev" \
         "$fbank/test" "${ali}_test" "$regularizer"
     fi

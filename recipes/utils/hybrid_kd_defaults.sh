@@ -30,6 +30,7 @@ hard_weight=0.5          # weight of the hard-label CE term next to the soft ter
 combination=arith        # how the ensemble teacher combines members: arith | geo
 teacher_cache=true       # true: cache the ensemble's targets (cache-teacher) instead of running it per batch
 regularizer_fraction=0   # >0: also run the paper's §6 experiment on this fraction of train (e.g. 0.03)
+regularizer_epochs=60    # §6 models' epoch budget (3% of the data needs far more than --max-epochs)
 acoustic_scales=0.05,0.0667,0.0833,0.1  # scales tried on dev; the best (scale, penalty) decodes test
 word_penalties=0,1       # word insertion penalties tried on dev (Kaldi's scoring tries 0 0.5 1)
 beam=11.0                # decoder beam (Kaldi's default 13 decodes AN4 dev to the same WER, 2x slower)
