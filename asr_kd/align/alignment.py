@@ -52,7 +52,7 @@ def align_set(am, tm, graphs: dict, feats: RaggedStore, cfg: AlignConfig, desc: 
             failed.append(utt)
             continue
         alignments[utt], tot_like, frames = tids, tot_like + like, frames + len(tids)
-    if retried:
+    if retried or failed:
         log.warning("%s: %d utterance(s) failed at beam %g/%g and were retried at beam %g: %s; still failed: %d %s",
                     desc, len(retried), cfg.beam, cfg.retry_beam, cfg.fail_beam, " ".join(retried[:20]),
                     len(failed), " ".join(failed[:20]))

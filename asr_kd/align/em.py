@@ -24,7 +24,6 @@ from asr_kd.kaldi import gmm
 log = logging.getLogger(__name__)
 
 
-
 def already_trained(out_dir: str | Path, cfg) -> bool:
     """True if `out_dir` holds a finished run of this config; an error if it holds another config's run.
 
@@ -43,7 +42,6 @@ def already_trained(out_dir: str | Path, cfg) -> bool:
     return False
 
 
-
 def usable_texts(texts: dict[str, str], feats: RaggedStore) -> dict[str, str]:
     """Transcripts of utterances that have features (others are logged and skipped)."""
     missing = [u for u in texts if u not in feats]
@@ -54,7 +52,6 @@ def usable_texts(texts: dict[str, str], feats: RaggedStore) -> dict[str, str]:
     if not kept:
         raise AsrKdError(f"no utterance of the transcripts has features in {feats.path}")
     return kept
-
 
 
 def em_pass(x: int, am, tm, tree, feats: RaggedStore, ali: dict, exp: ExpDir, *, mixup: int,
@@ -73,18 +70,15 @@ def em_pass(x: int, am, tm, tree, feats: RaggedStore, ali: dict, exp: ExpDir, *,
     return tm, am
 
 
-
 def save_alignment(path: Path, ali: dict[str, np.ndarray], x: int) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, __pass__=np.array(x), **ali)
 
 
-
 def load_alignment(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as z:
         return {k: z[k] for k in z.files if k != "__pass__"}
-
 
 
 def resume(out: Path, tree, num_iters: int):
