@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text", help="reference Kaldi text for scoring")
     p.add_argument("--acoustic-scale", type=float, default=0.1)
     p.add_argument("--word-penalty", type=float, default=0.0, help="cost added per hypothesised word")
-    _add_input_args(p, "dev-", "a dev set to choose the acoustic scale on (then fixed for this set)")
+    _add_input_args(p, "dev-", "a dev set to choose the acoustic scale and word penalty on (then fixed for this set)")
     p.add_argument("--dev-text", help="reference text of the dev set")
     p.add_argument("--acoustic-scales", help="comma-separated scales tried on dev (default: tune.DEFAULT_SCALES)")
     p.add_argument("--word-penalties", help="comma-separated word insertion penalties tried on dev (default: 0)")
@@ -68,6 +68,7 @@ def _load_loglikes(decoder, feats: str | None, loglikes: str | None) -> dict:
 
 def _decode(args) -> None:
     from asr_kd.decode.decoder import Decoder, decode_all
+    from asr_kd.decode.scoring import read_text_table
     from asr_kd.decode.tune import DEFAULT_PENALTIES, DEFAULT_SCALES, tune_and_decode
     from asr_kd.io import write_json
 
@@ -78,11 +79,11 @@ def _decode(args) -> None:
     settings = {**options, "graph_dir": args.graph_dir, "model_dir": args.model_dir}
     if args.dev_feats or args.dev_loglikes:
         if not args.dev_text:
-            raise AsrKdError("--dev-feats/--dev-loglikes need --dev-text to choose the acoustic scale")
+            raise AsrKdError("--dev-feats/--dev-loglikes need --dev-text to choose the acoustic scale and word penalty")
         scales = _floats(args.acoustic_scales) or DEFAULT_SCALES
         penalties = _floats(args.word_penalties) or DEFAULT_PENALTIES
         dev = _load_loglikes(decoder, args.dev_feats, args.dev_loglikes)
-        tuned = tune_and_decode(args.graph_dir, model_path, dev, _read_text(args.dev_text), loglikes, scales,
+        tuned = tune_and_decode(args.graph_dir, model_path, dev, read_text_table(args.dev_text), loglikes, scales,
                                 penalties, args.num_jobs, **options)
         hyps, stats, scale, penalty = tuned.hyps, tuned.stats, tuned.acoustic_scale, tuned.word_penalty
         write_json(Path(args.out_dir) / "tuning.json", {
@@ -97,11 +98,11 @@ def _decode(args) -> None:
 
 
 def _write_results(args, hyps: dict, settings: dict, stats) -> None:
-    from asr_kd.decode.scoring import wer, write_wer_dir
+    from asr_kd.decode.scoring import read_text_table, wer, write_wer_dir
     from asr_kd.io import write_json, write_text
 
     if args.text:
-        refs = _read_text(args.text)
+        refs = read_text_table(args.text)
         result = wer(refs, hyps)
         write_wer_dir(args.out_dir, result, refs, hyps, extra=settings)
         print(f"{args.out_dir}: {result} (acoustic scale {settings['acoustic_scale']:g}, word penalty "
@@ -116,12 +117,6 @@ def _floats(text: str | None) -> list[float]:
         return [float(x) for x in text.split(",")] if text else []
     except ValueError:
         raise AsrKdError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _read_text(path: str) -> dict:
-    from asr_kd.decode.scoring import read_text_table
-
-    return read_text_table(path)
 
 
 def _score(args) -> None:
