@@ -17,6 +17,9 @@ fails is named (its first and last item); a worker lost mid-job (kill -9, out of
 stage with an error instead of a silently smaller result.
 
 `fn` and its arguments are pickled for the workers: pass paths and small configs, not models.
+A stage whose shard results are summed (GMM statistics) must cut its shards independently of nj
+(e.g. a fixed number of utterances per shard): floating-point sums are exact only in a fixed order,
+and nj = 1 must give the same bytes as nj = 4.
 """
 from __future__ import annotations
 
@@ -49,11 +52,6 @@ class Jobs:
     def __post_init__(self):
         if self.nj < 1:
             raise AsrKdError(f"--nj must be >= 1 (got {self.nj})")
-
-    @property
-    def num_shards(self) -> int:
-        """How many shards to cut: nj locally; on a cluster, the caller's nj (default 1) says how fine."""
-        return self.nj
 
 
 def add_job_args(p: argparse.ArgumentParser, default_nj: int = 1) -> None:
