@@ -255,16 +255,28 @@ def test_offline_error_is_one_line_naming_url_and_local_copy(tmp_path, monkeypat
 
 # ---------------------------------------------------------------- every corpus honours the base URL
 
-def test_yesno_and_librispeech_download_through_the_mirror(tmp_path, monkeypatch):
+def librispeech_subset(subset: str, reader: str, chapter: str) -> bytes:
+    """A subset tarball in OpenSLR's layout: LibriSpeech/<subset>/<reader>/<chapter>/..., 2 utterances."""
+    spk = f"{reader}-{chapter}"
+    files = {f"LibriSpeech/{subset}/{reader}/{chapter}/{spk}.trans.txt": f"{spk}-0000 HELLO WORLD\n{spk}-0001 WORLD\n"
+             .encode(), "LibriSpeech/README.TXT": b"readme\n"}
+    files.update({f"LibriSpeech/{subset}/{reader}/{chapter}/{spk}-000{i}.flac": audio_bytes(tone(), "FLAC")
+                  for i in (0, 1)})
+    return tarball(files)
+
+
+def yesno_and_mini_librispeech() -> dict[str, bytes]:
     names = ["0_0_1_1", "1_1_0_0", "0_1_0_1", "1_0_1_0"]
-    lexicon = b"HELLO\tHH AH0 L OW1\nWORLD\tW ER1 L D\n"
-    trans = b"19-198-0000 HELLO WORLD\n19-198-0001 WORLD\n"
-    libri = {"LibriSpeech/dev-clean-2/19/198/19-198.trans.txt": trans, "LibriSpeech/README.TXT": b"readme\n"}
-    libri.update({f"LibriSpeech/dev-clean-2/19/198/19-198-000{i}.flac": audio_bytes(tone(), "FLAC") for i in (0, 1)})
-    files = {"1/waves_yesno.tar.gz": tarball({f"waves_yesno/{n}.wav": audio_bytes(tone(rate=8000), "WAV", 8000)
-                                              for n in names}),
-             "31/dev-clean-2.tar.gz": tarball(libri),
-             "11/librispeech-lexicon.txt": lexicon}
+    return {"1/waves_yesno.tar.gz": tarball({f"waves_yesno/{n}.wav": audio_bytes(tone(rate=8000), "WAV", 8000)
+                                             for n in names}),
+            "31/dev-clean-2.tar.gz": librispeech_subset("dev-clean-2", "19", "198"),
+            "31/train-clean-5.tar.gz": librispeech_subset("train-clean-5", "84", "121"),
+            "11/librispeech-lexicon.txt": b"HELLO\tHH AH0 L OW1\nWORLD\tW ER1 L D\n"}
+
+
+def test_yesno_and_librispeech_download_through_the_mirror(tmp_path, monkeypatch):
+    files = yesno_and_mini_librispeech()
+    del files["31/train-clean-5.tar.gz"]
     monkeypatch.setenv(SHA256_ENV, vouch(tmp_path, files))
     with Server(files) as server:
         monkeypatch.setenv(BASE_URL_ENV, server.url)
@@ -289,8 +301,8 @@ def test_every_published_file_has_a_checksum_or_size():
 
 # ---------------------------------------------------------------- recipe stage 0
 
-def stage0(root: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    cmd = ["bash", str(REPO / "recipes/an4/run.sh"), "--python", sys.executable, "--stop-stage", "0",
+def stage0(root: Path, *args: str, env: dict[str, str], corpus: str = "an4") -> subprocess.CompletedProcess:
+    cmd = ["bash", str(REPO / "recipes" / corpus / "run.sh"), "--python", sys.executable, "--stop-stage", "0",
            "--data", str(root / "data"), "--exp", str(root / "exp"), "--downloads", str(root / "downloads"),
            "--shared-corpus", str(root / "no-shared-copy"), *args]
     return subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
@@ -317,3 +329,17 @@ def test_stage0_downloads_only_without_a_local_copy(tmp_path, an4_tarball):
 
     out = stage0(tmp_path / "offline", env=offline)
     assert out.returncode == 1 and "give a local copy instead: --corpus DIR or AN4_CORPUS=DIR" in out.stderr
+
+
+def test_yesno_and_librispeech_stage0_download_what_is_not_given(tmp_path):
+    files = yesno_and_mini_librispeech()
+    with Server(files) as server:
+        env = {SHA256_ENV: vouch(tmp_path, files), BASE_URL_ENV: server.url}
+        yes = stage0(tmp_path / "yesno", env=env, corpus="yesno")
+        mini = stage0(tmp_path / "libri", "--train-set", "train_clean_5", "--dev-set", "dev_clean_2", "--test-set",
+                      "dev_clean_2", env=env, corpus="librispeech")
+    assert yes.returncode == 0 and mini.returncode == 0, yes.stdout + yes.stderr + mini.stdout + mini.stderr
+    assert "[run ] download_subsets_train-clean-5_dev-clean-2_lexicon" in mini.stdout  # dev-clean-2 once
+    assert sorted(path for path, _ in server.requests) == sorted(files)
+    assert len((tmp_path / "yesno/data/test/text").read_text().splitlines()) == 2
+    assert (tmp_path / "libri/data/train_clean_5/text").read_text() == "84-121-0000 HELLO WORLD\n84-121-0001 WORLD\n"
