@@ -34,7 +34,8 @@ HINT = "--corpus DIR"
 
 class Server:
     """Serves `files` (URL path -> bytes). `cut` > 0: the first reply stops after that many body bytes
-    (the connection closes short of its Content-Length). `ranges`: honour `Range: bytes=N-` (206), or
+    (the connection closes short of its Content-Length). `ranges`: honour `Range: bytes=N-` (206, or 416
+past the end), or
     answer 200 with the whole file as `python -m http.server` does. `requests` logs (path, Range)."""
 
     def __init__(self, files: dict[str, bytes], cut: int = 0, ranges: bool = True):
@@ -60,6 +61,12 @@ class Server:
             handler.send_error(404)
             return
         start = int(range_header.removeprefix("bytes=").rstrip("-")) if range_header and self.ranges else 0
+        if start and start >= len(body):
+            handler.send_response(416)
+            handler.send_header("Content-Range", f"bytes */{len(body)}")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
         handler.send_response(206 if start else 200)
         if start:
             handler.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
@@ -213,6 +220,22 @@ def test_interrupted_download_resumes(tmp_path, monkeypatch, an4_tarball, ranges
     assert server.requests == [("an4_sphere.tar.gz", None), ("an4_sphere.tar.gz", f"bytes={cut}-")]
     assert target.read_bytes() == an4_tarball
     assert sorted(p.name for p in dest.iterdir()) == ["an4_sphere.tar.gz"]
+
+
+@pytest.mark.parametrize("extra", [0, 5], ids=["whole-part", "part-too-long"])
+def test_part_at_or_past_the_end_is_finished_or_restarted(tmp_path, monkeypatch, an4_tarball, extra):
+    """A run killed between the last byte and the rename (416, the part is whole: no body sent), or
+    a part longer than the file (416 with another length: start over)."""
+    files = {"an4_sphere.tar.gz": an4_tarball}
+    monkeypatch.setenv(SHA256_ENV, vouch(tmp_path, files))
+    (tmp_path / "dl").mkdir()
+    (tmp_path / "dl/an4_sphere.tar.gz.part").write_bytes(an4_tarball + b"x" * extra)
+    with Server(files) as server:
+        monkeypatch.setenv(BASE_URL_ENV, server.url)
+        assert fetch(an4.ARCHIVE, tmp_path / "dl", HINT).read_bytes() == an4_tarball
+    restart = [("an4_sphere.tar.gz", None)] if extra else []
+    assert server.requests == [("an4_sphere.tar.gz", f"bytes={len(an4_tarball) + extra}-"), *restart]
+    assert not (tmp_path / "dl/an4_sphere.tar.gz.part").exists()
 
 
 def test_corrupted_download_is_refused_by_its_checksum(tmp_path, monkeypatch, an4_tarball):
