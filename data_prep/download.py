@@ -5,7 +5,7 @@
 Why urllib and not a library: lhotse's `resumable_download` is the model (an HTTP Range request
 continues a partial file), but lhotse 1.33 requires an unpinned `torch` (a CUDA build on a fresh
 machine), and that helper appends a full `200` reply to the partial file when a server ignores
-Range (Python's own `http.server` does). wget/curl may not be installed. So ~100 lines here:
+Range (Python's own `http.server` does). wget/curl may not be installed. So this module, on urllib:
 - a download goes to `<file>.part`; after an interruption the next call asks for the rest
   (`Range: bytes=N-`), or starts over when the server answers the whole file;
 - the finished file is checked against its publisher's checksum (or exact size where none is

@@ -1,6 +1,6 @@
 """LibriSpeech (OpenSLR 12) and mini-LibriSpeech (OpenSLR 31): any subset, one data dir each.
 
-    python -m data_prep.librispeech download --dest DIR --subsets dev-clean-2 train-clean-5 --lexicon \
+    python -m data_prep.librispeech download --dest DIR --subsets dev-clean-2 train-clean-5 --lexicon \\
         [--lm 3-gram.pruned.1e-7.arpa.gz ...]
     python -m data_prep.librispeech prepare --corpus DIR/LibriSpeech --lexicon DIR/librispeech-lexicon.txt \\
         --out recipes/librispeech/data [--subsets dev-clean test-clean]
