@@ -36,8 +36,8 @@ test_dir=$data/test$suffix
 # ------------------------------------------------------------------ stage 0: data prep
 if in_stage 0; then
   echo "stage 0: AN4 data dirs and dict dir from $corpus"
-  if $download; then
-    step download_an4 "$python" -m data_prep.an4 download --dest "$downloads"
+  if $download; then  # not a marked step: re-runs are no-ops (verified files and unpack markers are kept)
+    "$python" -m data_prep.an4 download --dest "$downloads"
   fi
   step prepare_an4 "$python" -m data_prep.an4 prepare --corpus "$corpus" --out "$data"
   if [ "$subset" -gt 0 ]; then

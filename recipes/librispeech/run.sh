@@ -34,12 +34,11 @@ hidden_dim=1024
 
 subsets=""  # the sets' subsets, each once (mini-LibriSpeech's dev and test are both dev-clean-2)
 for set in $train_set $dev_set $test_set; do [[ " $subsets " == *" ${set//_/-} "* ]] || subsets+=" ${set//_/-}"; done
-download=()  # what stage 0 fetches (a local copy always wins), and a step name that says what
+download=()  # what stage 0 fetches: a local copy always wins
 if [ -z "$corpus" ] && [ -d "$shared_corpus" ]; then corpus=$shared_corpus; fi
 [ -n "$corpus" ] || { corpus=$downloads/LibriSpeech; download+=(--subsets $subsets); }
 [ -n "$lexicon" ] || { lexicon=$downloads/librispeech-lexicon.txt; download+=(--lexicon); }
 [ -z "$official_lms" ] || download+=(--lm $official_lms)
-download_step=${download[*]:-}; download_step=download_${download_step//--/}; download_step=${download_step//[ ]/_}
 dict_dir=$data/local/dict
 train_dir=$data/$train_set
 dev_dir=$data/$dev_set
@@ -48,8 +47,8 @@ test_dir=$data/$test_set
 
 if in_stage 0; then
   echo "stage 0: LibriSpeech data dirs ($train_set $dev_set $test_set) and dict dir from $corpus"
-  if [ ${#download[@]} -gt 0 ]; then
-    step "$download_step" "$python" -m data_prep.librispeech download --dest "$downloads" "${download[@]}"
+  if [ ${#download[@]} -gt 0 ]; then  # not a marked step: re-runs are no-ops (verified files are kept)
+    "$python" -m data_prep.librispeech download --dest "$downloads" "${download[@]}"
   fi
   step prepare_librispeech "$python" -m data_prep.librispeech prepare --corpus "$corpus" --lexicon "$lexicon" \
     --out "$data" --subsets $subsets --map-oov

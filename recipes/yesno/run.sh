@@ -37,8 +37,8 @@ test_dir=$data/test
 
 if in_stage 0; then
   echo "stage 0: yesno data dirs and dict dir from $corpus"
-  if $download; then
-    step download_yesno "$python" -m data_prep.yesno download --dest "$downloads"
+  if $download; then  # not a marked step: re-runs are no-ops (verified files and unpack markers are kept)
+    "$python" -m data_prep.yesno download --dest "$downloads"
   fi
   step prepare_yesno "$python" -m data_prep.yesno prepare --corpus "$corpus" --out "$data"
 fi
