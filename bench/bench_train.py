@@ -107,10 +107,11 @@ def train_flops_per_s(model: torch.nn.Module, frames_per_s: float) -> float:
 
 
 def pipeline_rates(spec: ModelSpec, cfg: TrainConfig, data: FrameData, steps: int, warmup: int, repeats: int,
-                   autocast: bool) -> tuple[float, float]:
-    """Median frames/s of (ours, dataloader) for one model, the two alternated `repeats` times."""
+                   autocast: bool, loader_steps: int | None = None) -> tuple[float, float]:
+    """Median frames/s of (ours, dataloader) for one model, the two alternated `repeats` times
+    (the DataLoader loop timed over `loader_steps`, default `steps`: it may be far slower)."""
     runs = [(time_ours(make_learner(spec, 1, data.device), cfg, data, steps, warmup, autocast),
-             time_dataloader(make_learner(spec, 1, data.device), cfg, data, steps, warmup, autocast))
+             time_dataloader(make_learner(spec, 1, data.device), cfg, data, loader_steps or steps, warmup, autocast))
             for _ in range(repeats)]
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 

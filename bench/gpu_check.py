@@ -17,9 +17,10 @@ while the next section still runs; the JSON is rewritten after every section):
   (recipes/an4/conf/{dnn,distill}.yaml) and seeds are the recipe's defaults, so the accuracies
   compare with README's CPU results.
 
-Budget: timed measurements are sized from a short probe to `--target-s` seconds each; a section
+Budget: timed measurements are sized from a short probe to `Sizes.target_s` seconds each; a section
 is skipped when less than its minimum is left of `--budget-s`; SIGALRM at the budget stops the
-section running then (recorded), and gpu_check.sh kills the process 30 s later as a backstop.
+section running then (recorded), and gpu_check.sh kills the process at 470 s (tiny 150 s) should it
+hang inside a kernel.
 Needs only torch, numpy, pyyaml and tqdm (DESIGN.md §8).
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
 import platform
 import signal
 import subprocess
@@ -40,6 +42,7 @@ from pathlib import Path
 import torch
 
 from asr_kd.cli import main as asr_kd
+from asr_kd.errors import AsrKdError
 from asr_kd.io import read_json, write_json
 from asr_kd.nnet.models import ModelConfig, ModelSpec, count_params, init_model
 from asr_kd.nnet.train import TrainConfig, resolve_device
@@ -125,6 +128,8 @@ class Report:
             fn(result, *args)
         except BudgetExceeded:
             result["error"] = f"stopped at the {self.sizes.budget_s:.0f} s budget"
+        except AsrKdError as e:  # bad input (archive, data): its message says what to do
+            result["error"] = f"AsrKdError: {e}"
         except Exception as e:  # noqa: BLE001 -- one section's failure (OOM included) must not lose the others
             traceback.print_exc()
             first_line = (str(e).strip().splitlines() or [""])[0]
@@ -168,7 +173,8 @@ def git_commit() -> str | None:
 
 
 def sized_steps(rate: float, frames_per_step: int, sizes: Sizes) -> int:
-    """Steps that take about `target_s` at `rate` frames/s (from a probe), within [5, max_steps]."""
+    """Steps that take about `target_s` at `rate` frames/s (from a probe), within [5, max_steps]:
+    the budget holds on any GPU, and a fast pipeline is still timed over thousands of steps."""
     return int(min(sizes.max_steps, max(5, sizes.target_s * rate / frames_per_step)))
 
 
@@ -188,11 +194,11 @@ def paper_dnn(result: dict, device: torch.device, sizes: Sizes, peak) -> None:
                   num_pdfs=sizes.paper_pdfs, params=count_params(net), batch_size=sizes.paper_batch,
                   precision="bf16 autocast" if autocast else "fp32")
     data = synthetic(sizes.paper_frames, FEAT_DIM, sizes.paper_pdfs, device)
-    probe = pipeline_rates(spec, cfg, data, 3, 1, 1, autocast)
-    steps = sized_steps(min(probe), sizes.paper_batch, sizes)
-    ours, loader = pipeline_rates(spec, cfg, data, steps, sizes.warmup, sizes.repeats, autocast)
+    probe_ours, probe_loader = pipeline_rates(spec, cfg, data, 5, 3, 1, autocast)
+    steps, loader_steps = (sized_steps(rate, sizes.paper_batch, sizes) for rate in (probe_ours, probe_loader))
+    ours, loader = pipeline_rates(spec, cfg, data, steps, sizes.warmup, sizes.repeats, autocast, loader_steps)
     flops = train_flops_per_s(net, ours)
-    result.update(steps=steps, repeats=sizes.repeats, frames_per_s=round(ours),
+    result.update(steps=steps, dataloader_steps=loader_steps, repeats=sizes.repeats, frames_per_s=round(ours),
                   dataloader_frames_per_s=round(loader), speedup_vs_dataloader=round(ours / loader, 2),
                   train_tflops_per_s=round(flops / 1e12, 3), mfu=mfu(flops, peak))
     big = replace(cfg, batch_size=sizes.paper_big_batch)
@@ -208,7 +214,7 @@ def stacked_members(result: dict, device: torch.device, sizes: Sizes) -> None:
     cfg = TrainConfig(model=model, batch_size=sizes.small_batch, device=str(device))  # 11-frame window
     spec = ModelSpec(model, FEAT_DIM, cfg.left_context, cfg.right_context, sizes.small_pdfs)
     data = synthetic(sizes.small_frames, FEAT_DIM, sizes.small_pdfs, device)
-    steps = sized_steps(member_rate(spec, cfg, data, 1, 3, 1, 1, autocast), sizes.small_batch, sizes)
+    steps = sized_steps(member_rate(spec, cfg, data, 1, 5, 3, 1, autocast), sizes.small_batch, sizes)
     one = member_rate(spec, cfg, data, 1, steps, sizes.warmup, sizes.repeats, autocast)
     stacked = member_rate(spec, cfg, data, sizes.small_k, steps, sizes.warmup, sizes.repeats, autocast)
     result.update(k=sizes.small_k, model=f"{model.hidden_layers}x{model.hidden_dim}", num_pdfs=sizes.small_pdfs,
@@ -287,7 +293,7 @@ def parse_args(argv):
     p.add_argument("--tiny", action="store_true", help="tiny sizes (the CPU test of the same code paths)")
     p.add_argument("--budget-s", type=float, help="stop sections past this (default 450, tiny 110)")
     p.add_argument("--peak-tflops", type=float, help="bf16 dense peak when the GPU's name is not known")
-    p.add_argument("--work-dir", help="keep models and the unpacked archive here (default: a temp dir, removed)")
+    p.add_argument("--work-dir", help="an empty dir to keep the models and unpacked archive in (default: a temp dir)")
     return p.parse_args(argv)
 
 
@@ -314,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     report.data["complete"] = not any({"error", "skipped"} & report.data[s].keys()
                                       for s in ("paper_dnn", "stacked_members", "an4"))
     report.write()
+    print(json.dumps(report.data, indent=1, sort_keys=True))
     report.say(f"wrote {out} (complete: {report.data['complete']})")
     return 0 if report.data["complete"] else 1
 
@@ -329,6 +336,8 @@ def an4_section(result: dict, device: torch.device, sizes: Sizes, archive: str |
 @contextlib.contextmanager
 def work_dir(path: str | None):
     if path:
+        if Path(path).is_dir() and any(Path(path).iterdir()):
+            raise AsrKdError(f"--work-dir {path} is not empty: its models would be resumed and the timings wrong")
         Path(path).mkdir(parents=True, exist_ok=True)
         yield Path(path)
     else:

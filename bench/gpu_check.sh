@@ -8,11 +8,15 @@
 # Needs only a Python with torch, numpy, pyyaml and tqdm ($PYTHON, default python3); the package is
 # used from this source tree. Build the archive after `make an4` with `make an4-gpu-archive`.
 # The run stops its sections at its budget (--budget-s: 450 s, tiny 110 s) and writes the JSON;
-# `timeout` kills it at GPU_CHECK_KILL_S (480 s, tiny 150 s) should it hang inside a kernel.
+# `timeout` kills it at GPU_CHECK_KILL_S (470 s, tiny 150 s) should it hang inside a kernel.
+# --tiny runs one CPU thread unless OMP_NUM_THREADS says otherwise: on a shared 2-core machine two
+# threads per op were 5x slower (measured 118 s vs 24 s under a load average of 13).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python3}
-kill_s=${GPU_CHECK_KILL_S:-480}
-for arg in "$@"; do [ "$arg" = --tiny ] && kill_s=${GPU_CHECK_KILL_S:-150}; done
+kill_s=${GPU_CHECK_KILL_S:-470}
+for arg in "$@"; do
+  if [ "$arg" = --tiny ]; then kill_s=${GPU_CHECK_KILL_S:-150}; export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}; fi
+done
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 exec timeout -k 5 "$kill_s" "$python" "$repo/bench/gpu_check.py" "$@"
