@@ -71,7 +71,7 @@ class Sizes:
     small_pdfs: int = 500
     small_batch: int = 256
     small_frames: int = 60000
-    target_s: float = 3.0  # seconds of the slower pipeline per timed measurement
+    target_s: float = 3.0  # seconds per timed measurement (steps sized from a probe)
     max_steps: int = 3000
     warmup: int = 10
     repeats: int = 3

@@ -173,6 +173,16 @@ def test_cli_without_audio_and_kaldi_packages(gpu_image_env):
     assert "unknown command 'compute-features'" in refused.stderr and "missing: soundfile" in refused.stderr
 
 
+def test_every_nnet_and_distill_module_imports_on_core_packages(gpu_image_env):
+    code = ("import importlib, pkgutil, asr_kd.nnet, asr_kd.distill\n"
+            "names = [m.name for p in (asr_kd.nnet, asr_kd.distill) for m in pkgutil.iter_modules(p.__path__, p.__name__ + '.')]\n"
+            "[importlib.import_module(n) for n in names]\n"
+            "print(len(names))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=gpu_image_env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout) >= 10  # nnet: commands ensemble frames infer models train; distill: cache commands ...
+
+
 @pytest.mark.parametrize("name, peak", [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H200", 989.0),
                                         ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA H100 PCIe", None),
                                         ("Tesla T4", None)])
