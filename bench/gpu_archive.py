@@ -59,9 +59,18 @@ def copy_store(src: Path, dst: Path, keys: list[str], dtype: str) -> RaggedStore
         meta["num_frames"] = int(sum(store.num_rows(k) for k in keys))
     if "num_utts" in meta:
         meta["num_utts"] = len(keys)
-    out = write_store(dst, ((k, store[k]) for k in keys), meta=meta, dtype=dtype)
+    out = write_store(dst, ((k, converted(src, k, store[k], dtype)) for k in keys), meta=meta, dtype=dtype)
     if (src / "priors.npy").is_file():
         shutil.copyfile(src / "priors.npy", dst / "priors.npy")
+    return out
+
+
+def converted(src: Path, key: str, rows: np.ndarray, dtype: str) -> np.ndarray:
+    """`rows` as `dtype`, refusing values that become infinite (float32 features past float16's 65504)."""
+    out = rows.astype(dtype)
+    if out.dtype.kind == "f" and not np.isfinite(out).all() and np.isfinite(rows).all():
+        raise AsrKdError(f"{src}: utterance {key!r} has values beyond {dtype}'s range; "
+                         f"these features cannot be archived as {dtype} (are they CMVN-normalised?)")
     return out
 
 
@@ -89,6 +98,8 @@ def build_archive(data: str | Path, exp: str | Path, out: str | Path, *, max_utt
                   max_mb: float = 60.0) -> dict:
     """Build `out` (.tar.gz) from a recipe's data and exp dirs; refuse it past `max_mb`."""
     out = Path(out)
+    if max_utts is not None and max_utts < 1:
+        raise AsrKdError(f"--max-utts {max_utts}: keep at least one utterance per set")
     with tempfile.TemporaryDirectory(prefix="gpu_archive_") as tmp:
         root = Path(tmp) / "tree"
         manifest = stage(Path(data), Path(exp), root, max_utts)

@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asr_kd.data.store import RaggedStore
+from asr_kd.data.store import RaggedStore, write_store
 from asr_kd.errors import AsrKdError
 from asr_kd.io import read_json, write_json
 from nnet_synth import make_sets
@@ -155,6 +156,13 @@ def test_archive_max_utts_and_refusals(recipe_dirs, tmp_path):
     assert len(too_big.stderr.strip().splitlines()) == 1 and not (tmp_path / "big.tar.gz").exists()
     missing = build(data, tmp_path / "nowhere", tmp_path / "x.tar.gz")
     assert missing.returncode == 1 and "tri1_ali: no store there" in missing.stderr
+    loud = tmp_path / "loud"
+    shutil.copytree(data, loud / "data")
+    store = RaggedStore(loud / "data" / "fbank" / "dev")
+    bad = {k: np.asarray(store[k], dtype=np.float32) * (1e6 if i == 3 else 1) for i, k in enumerate(store.keys)}
+    write_store(loud / "data" / "fbank" / "dev", bad.items(), meta=store.meta, dtype="float32")
+    overflow = build(loud / "data", exp, tmp_path / "loud.tar.gz")
+    assert overflow.returncode == 1 and f"utterance '{store.keys[3]}' has values beyond float16's range" in overflow.stderr
     damaged = tmp_path / "damaged.tar.gz"
     damaged.write_bytes((tmp_path / "small.tar.gz").read_bytes()[:2000])
     with pytest.raises(AsrKdError, match="damaged.tar.gz"):
