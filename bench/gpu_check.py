@@ -2,6 +2,8 @@
 
     bench/gpu_check.sh OUT_DIR --archive an4_gpu.tar.gz              # CUDA, under 8 minutes
     bench/gpu_check.sh OUT_DIR --archive tiny.tar.gz --device cpu --tiny   # the same code paths, CPU, tiny
+    bench/gpu_check.sh OUT_DIR --archive an4_gpu.tar.gz --device cpu --sections an4 --budget-s 3600
+                                                      # the CPU reference for the AN4 frame accuracies
 
 Sections (each one timed, its failure, e.g. a CUDA out-of-memory, recorded in the JSON as `error`
 while the next section still runs; the JSON is rewritten after every section):
@@ -285,6 +287,13 @@ def on_alarm(signum, frame):
     raise BudgetExceeded()
 
 
+def sections_arg(value: str) -> str:
+    unknown = set(value.split(",")) - MIN_SECTION_S.keys()
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown section(s) {', '.join(sorted(unknown))}")
+    return value
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out_dir", help="directory for gpu_check.json")
@@ -293,6 +302,8 @@ def parse_args(argv):
     p.add_argument("--tiny", action="store_true", help="tiny sizes (the CPU test of the same code paths)")
     p.add_argument("--budget-s", type=float, help="stop sections past this (default 450, tiny 110)")
     p.add_argument("--peak-tflops", type=float, help="bf16 dense peak when the GPU's name is not known")
+    p.add_argument("--sections", type=sections_arg, help="comma-separated subset of paper_dnn,stacked_members,an4 "
+                   "(default: all; the JSON is complete only with all)")
     p.add_argument("--work-dir", help="an empty dir to keep the models and unpacked archive in (default: a temp dir)")
     return p.parse_args(argv)
 
@@ -312,13 +323,18 @@ def main(argv: list[str] | None = None) -> int:
     if "error" in report.data["environment"]:
         return 1
     device, peak = resolve_device(args.device), report.data["environment"]["bf16_peak_tflops"]
-    report.run("paper_dnn", MIN_SECTION_S["paper_dnn"] * scale, paper_dnn, device, sizes, peak)
-    report.run("stacked_members", MIN_SECTION_S["stacked_members"] * scale, stacked_members, device, sizes)
-    report.run("an4", MIN_SECTION_S["an4"] * scale, an4_section, device, sizes, args.archive, args.work_dir)
+    sections = {"paper_dnn": (paper_dnn, device, sizes, peak),
+                "stacked_members": (stacked_members, device, sizes),
+                "an4": (an4_section, device, sizes, args.archive, args.work_dir)}
+    chosen = args.sections.split(",") if args.sections else list(sections)
+    for name, (fn, *fn_args) in sections.items():
+        if name in chosen:
+            report.run(name, MIN_SECTION_S[name] * scale, fn, *fn_args)
+        else:
+            report.data[name] = {"skipped": "not in --sections"}
     signal.alarm(0)
     report.data["goals"] = goals(report.data, device, args.tiny)
-    report.data["complete"] = not any({"error", "skipped"} & report.data[s].keys()
-                                      for s in ("paper_dnn", "stacked_members", "an4"))
+    report.data["complete"] = not any({"error", "skipped"} & report.data[s].keys() for s in sections)
     report.write()
     print(json.dumps(report.data, indent=1, sort_keys=True))
     report.say(f"wrote {out} (complete: {report.data['complete']})")
