@@ -7,7 +7,9 @@ The numbers follow Kaldi's `compute-fbank-feats` / `compute-mfcc-feats`, `comput
 --spk2utt`, `apply-cmvn` and `add-deltas` (in that order: CMVN on the static features, deltas
 after it, as Kaldi's GMM recipes do), so alignments and models made with Kaldi and with this
 package see the same input. The result is one RaggedStore in sorted utterance order, written
-atomically: a failure leaves no half store.
+atomically: a failure leaves no half store. Pass 1 (audio -> static features, the costly part)
+runs in shards of utterances through `asr_kd.parallel` (local processes or a Dask cluster); the
+shards' stores are concatenated in utterance order, so the bytes do not depend on the job count.
 """
 from __future__ import annotations
 
