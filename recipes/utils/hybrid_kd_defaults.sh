@@ -37,5 +37,5 @@ word_penalties=0,1       # word insertion penalties tried on dev (Kaldi's scorin
 beam=11.0                # decoder beam (Kaldi's default 13 decodes AN4 dev to the same WER, 2x slower)
 max_active=7000          # decoder: most active states per frame
 speed_perturb=""         # e.g. "0.9 1.0 1.1": DNNs train on train_sp (Kaldi's 3-way speed perturbation),
-                         # aligned with tri1; empty = off
+                         # aligned with tri1; empty = off (no gain shown on AN4: recipes/an4/README.md)
 keep_loglikes=false      # keep the per-system log-likelihood stores after decoding (large)
