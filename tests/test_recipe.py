@@ -125,6 +125,23 @@ def test_another_seed_reuses_the_gmm_stages(an4_run, tmp_path):
     assert sorted(p.name for p in exp2.iterdir()) == [".done", "dnn", "dnn_ensemble", "log"]  # no GMM copies
 
 
+@needs_corpus
+def test_speed_perturb_trains_the_dnn_on_train_sp(an4_run, tmp_path):
+    """--speed-perturb: train_sp (originals + sp0.9-/sp1.1- copies), its features and tri1 alignments
+    are made, and the baseline DNN trains on them; the GMM stages already done are not redone."""
+    _, snapshot, _ = an4_run
+    copy = tmp_path / "sp"
+    shutil.copytree(snapshot, copy, symlinks=True)
+    out = recipe(copy, "--stage", "2", "--stop-stage", "5", "--speed-perturb", "0.9 1.0 1.1")
+    assert "[done] train_tri1" in out.stdout and "[run ] align_tri1_train_sp" in out.stdout
+    train_sp = (copy / "data" / "train_sub30_sp" / "utt2spk").read_text().splitlines()
+    assert len(train_sp) == 90 and sum(line.startswith("sp0.9-") for line in train_sp) == 30
+    keys = (copy / "exp" / "tri1_ali_train_sp" / "keys.txt").read_text().split()
+    assert len(keys) == 90 and keys == (copy / "data" / "fbank" / "train_sp" / "keys.txt").read_text().split()
+    command = (copy / "exp" / "dnn" / "command.txt").read_text()
+    assert f"{copy / 'data' / 'fbank' / 'train_sp'} {copy / 'exp' / 'tri1_ali_train_sp'} " in command
+
+
 def test_unknown_option_is_an_error(tmp_path):
     out = subprocess.run(["bash", str(RUN_SH), "--no-such-option", "1"], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "unknown option --no-such-option" in out.stderr
