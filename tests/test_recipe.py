@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from asr_kd.io import sha256_file
+
 REPO = Path(__file__).resolve().parents[1]
 RUN_SH = REPO / "recipes" / "an4" / "run.sh"
 CORPUS = Path(__file__).parents[2] / "shared/corpora/an4"
@@ -110,6 +112,36 @@ def test_killed_mid_stage_then_rerun_gives_the_same_report(an4_run):
     assert killed, "the recipe ended before it could be killed mid-stage"
     assert not (copy / "exp" / ".done" / "train_ensemble").exists()  # no marker for an unfinished step
     recipe(copy, "--stage", "5")
+    assert comparable(copy / "exp" / "report" / "results.json") == comparable(root / "exp" / "report" / "results.json")
+
+
+GMM_STEPS = ["train_mono", "align_mono", "make_graph_mono", "decode_mono_test", "train_tri1", "align_tri1_train",
+             "align_tri1_dev", "align_tri1_test", "make_graph", "decode_tri1_test"]
+
+
+@needs_corpus
+def test_killed_mid_gmm_stage_then_rerun_gives_the_same_report(an4_run):
+    """SIGKILL the recipe in the middle of train-mono (after its 3rd pass), re-run stages 3-9:
+    GMM training is seeded, so the models, alignments and the report equal the uninterrupted run's."""
+    root, snapshot, _ = an4_run
+    copy = snapshot.parent / "killed_gmm"
+    shutil.copytree(snapshot, copy, symlinks=True)
+    for name in GMM_STEPS:
+        (copy / "exp" / ".done" / name).unlink()
+    proc = recipe(copy, "--stage", "3", start_new_session=True)
+    checkpoint = copy / "exp" / "mono" / "3.mdl"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    killed = proc.poll() is None
+    if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert killed, "the recipe ended before it could be killed mid-stage"
+    assert not (copy / "exp" / ".done" / "train_mono").exists() and not (copy / "exp" / "mono" / "final.mdl").exists()
+    recipe(copy, "--stage", "3")
+    for model in ("mono/final.mdl", "tri1/final.mdl", "tri1_ali/data.bin"):
+        assert sha256_file(copy / "exp" / model) == sha256_file(snapshot / "exp" / model), model
     assert comparable(copy / "exp" / "report" / "results.json") == comparable(root / "exp" / "report" / "results.json")
 
 

@@ -68,6 +68,7 @@ class ModelPaths:
     model: str
     feats: str
     graph_dir: str | None = None   # per-shard graph archives are kept here, compiled once per training run
+    graph_model: str | None = None  # model whose transition probs the graphs carry (default: `model`)
 
 
 @dataclass
@@ -164,7 +165,7 @@ def shard_graphs(items: list[UttText], paths: ModelPaths) -> dict:
         archive = Path(paths.graph_dir) / f"{digest}.ark"
         if archive.is_file():
             return gmm.read_graphs(archive)
-    lang, compiler, _ = _compiler(paths.lang_dir, _file_key(paths.model), _file_key(paths.tree))
+    lang, compiler, _ = _compiler(paths.lang_dir, _file_key(paths.graph_model or paths.model), _file_key(paths.tree))
     graphs = {utt: compiler.compile_graph_from_text(word_ids(lang, utt, text)) for utt, text in items}
     if archive is not None:
         archive.parent.mkdir(parents=True, exist_ok=True)

@@ -94,15 +94,17 @@ class Run:
     shards: list[list[UttText]]
     jobs: Jobs
     seed: int
+    initial_model: str     # the graphs carry its transition probs ("0.mdl" mono, "1.mdl" tri), as in Kaldi
 
     @classmethod
     def create(cls, exp: ExpDir, tree, lang_dir, feats: RaggedStore, texts: dict[str, str], align: AlignConfig,
-               jobs: Jobs, seed: int) -> "Run":
-        return cls(exp, tree, Path(lang_dir), feats, utt_shards(texts, align.shard_size), jobs, seed)
+               jobs: Jobs, seed: int, initial_model: str) -> "Run":
+        return cls(exp, tree, Path(lang_dir), feats, utt_shards(texts, align.shard_size), jobs, seed, initial_model)
 
     def paths(self, model: str) -> ModelPaths:
         return ModelPaths(str(self.lang_dir), str(self.exp.path / "tree"), str(self.exp.path / model),
-                          str(self.feats.path), graph_dir=str(self.exp.path / "graphs"))
+                          str(self.feats.path), graph_dir=str(self.exp.path / "graphs"),
+                          graph_model=str(self.exp.path / self.initial_model))
 
 
 def accumulate_shard(items: list[UttText], feats_path: str, ali_path: str, gmms: gmm.DiagGmms,

@@ -80,15 +80,14 @@ def split_targets(occs: np.ndarray, target: int, power: float, min_count: float)
     """Kaldi's GetSplitTargets: Gaussians per pdf, given out greedily by occupancy^power per Gaussian."""
     heap = [(-(occ ** power), pdf, 1) for pdf, occ in enumerate(np.asarray(occs, np.float64))]
     heapq.heapify(heap)
-    for _ in range(len(occs), target):
-        neg_score, pdf, count = heapq.heappop(heap)
-        if neg_score == 0:
-            heapq.heappush(heap, (neg_score, pdf, count))
-            break
+    total = len(occs)
+    while total < target and heap[0][0] < 0:
+        _, pdf, count = heapq.heappop(heap)
         if (count + 1) * min_count >= occs[pdf]:
             heapq.heappush(heap, (0.0, pdf, count))       # min-count reached: no more splits here
         else:
             heapq.heappush(heap, (-(occs[pdf] ** power) / (count + 1), pdf, count + 1))
+            total += 1
     targets = np.zeros(len(occs), np.int64)
     for _, pdf, count in heap:
         targets[pdf] = count

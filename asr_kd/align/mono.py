@@ -53,7 +53,7 @@ def train_mono(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir:
     exp = ExpDir.create(out_dir, cfg, log_name="train_mono")
     out = exp.path
     started = time.time()
-    run = Run.create(exp, None, lang.path, feats, texts, cfg.align, jobs, cfg.seed)
+    run = Run.create(exp, None, lang.path, feats, texts, cfg.align, jobs, cfg.seed, "0.mdl")
     tree, tm, am = init_model(lang, run)
     gmm.write_tree(out / "tree", tree)
     run.tree = tree

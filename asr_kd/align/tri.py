@@ -58,7 +58,7 @@ def train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: 
     old_ali = transition_store(ali_dir)
     texts = subset({u: t for u, t in usable_texts(texts, feats).items() if u in old_ali}, feats, cfg.num_utts, "spread")
     started = time.time()
-    run = Run.create(exp, None, lang.path, feats, texts, cfg.align, jobs, cfg.seed)
+    run = Run.create(exp, None, lang.path, feats, texts, cfg.align, jobs, cfg.seed, "1.mdl")
     tree, tm, am = build_initial_model(lang, run, old_ali.path, old_tm, old_tree, cfg)
     gmm.write_tree(out / "tree", tree)
     run.tree = tree
