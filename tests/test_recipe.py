@@ -53,6 +53,19 @@ def comparable(results_json: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in summary]
 
 
+def kill_when_written(root: Path, stage: str, checkpoint: Path) -> None:
+    """Run the recipe from `stage` and SIGKILL its whole process group as soon as `checkpoint` exists."""
+    proc = recipe(root, "--stage", stage, start_new_session=True)
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    killed = proc.poll() is None
+    if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert killed, "the recipe ended before it could be killed mid-stage"
+
+
 @pytest.fixture(scope="module")
 def an4_run(tmp_path_factory):
     """GMM stages (0-4) once, a snapshot of that state, then the DNN stages (5-9)."""
@@ -100,16 +113,7 @@ def test_killed_mid_stage_then_rerun_gives_the_same_report(an4_run):
     root, snapshot, _ = an4_run
     copy = snapshot.parent / "killed"
     shutil.copytree(snapshot, copy, symlinks=True)
-    proc = recipe(copy, "--stage", "5", start_new_session=True)
-    checkpoint = copy / "exp" / "dnn_ensemble" / "group_0" / "checkpoints" / "epoch_1.pt"
-    deadline = time.time() + 300
-    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    killed = proc.poll() is None
-    if killed:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    assert killed, "the recipe ended before it could be killed mid-stage"
+    kill_when_written(copy, "5", copy / "exp" / "dnn_ensemble" / "group_0" / "checkpoints" / "epoch_1.pt")
     assert not (copy / "exp" / ".done" / "train_ensemble").exists()  # no marker for an unfinished step
     recipe(copy, "--stage", "5")
     assert comparable(copy / "exp" / "report" / "results.json") == comparable(root / "exp" / "report" / "results.json")
@@ -128,16 +132,7 @@ def test_killed_mid_gmm_stage_then_rerun_gives_the_same_report(an4_run):
     shutil.copytree(snapshot, copy, symlinks=True)
     for name in GMM_STEPS:
         (copy / "exp" / ".done" / name).unlink()
-    proc = recipe(copy, "--stage", "3", start_new_session=True)
-    checkpoint = copy / "exp" / "mono" / "3.mdl"
-    deadline = time.time() + 300
-    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    killed = proc.poll() is None
-    if killed:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    assert killed, "the recipe ended before it could be killed mid-stage"
+    kill_when_written(copy, "3", copy / "exp" / "mono" / "3.mdl")
     assert not (copy / "exp" / ".done" / "train_mono").exists() and not (copy / "exp" / "mono" / "final.mdl").exists()
     recipe(copy, "--stage", "3")
     for model in ("mono/final.mdl", "tri1/final.mdl", "tri1_ali/data.bin"):
