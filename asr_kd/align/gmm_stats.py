@@ -6,13 +6,16 @@ sum x, sum x^2, in float64) from two more products. kaldi-hmm-gmm only accumulat
 Python call (and its per-pdf accumulators come back as copies), so the E-step is done here in numpy.
 
 Statistics of a set are the sum of its shards' statistics, added in shard order: the same shards
-give the same bytes however many processes computed them.
+give the same bytes however many processes computed them. The products are small ((frames of one
+pdf) x 2D x (its Gaussians)), so BLAS runs on one thread (threadpoolctl): its worker threads
+spin-waiting next to --nj processes cost 6x the CPU time, measured on AN4.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from asr_kd.kaldi.model_io import DiagGmms
 
@@ -68,6 +71,11 @@ def _exp_form(means_invvars, inv_vars) -> np.ndarray:
 def accumulate(gmms: DiagGmms, feats: np.ndarray, tids: np.ndarray, tid_to_pdf: np.ndarray,
                stats: GmmStats) -> GmmStats:
     """Add the statistics of frames `feats` (T, D) aligned to transition ids `tids` (T,) to `stats`."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _accumulate(gmms, feats, tids, tid_to_pdf, stats)
+
+
+def _accumulate(gmms: DiagGmms, feats, tids, tid_to_pdf, stats: GmmStats) -> GmmStats:
     tids = np.asarray(tids, np.int64)
     pdfs = np.asarray(tid_to_pdf)[tids]
     stats.transitions += np.bincount(tids, minlength=len(stats.transitions))
