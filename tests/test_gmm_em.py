@@ -114,23 +114,18 @@ def test_split_halves_the_heaviest_and_is_seeded():
     assert np.array_equal(a.means, b.means) and not np.array_equal(a.means, c.means)
 
 
-def test_moments_and_subsets():
+def test_moments_and_subsets(tmp_path):
     rng = np.random.default_rng(3)
     chunks = [rng.normal(size=(n, 3)) for n in (5, 9, 2)]
     mean, var = moments(chunks).mean_var()
     everything = np.concatenate(chunks)
     assert np.allclose(mean, everything.mean(0)) and np.allclose(var, everything.var(0))
-    feats = write_store_of_lengths(rng, {"a": 9, "b": 3, "c": 5, "d": 3, "e": 7})
+    lengths = {"a": 9, "b": 3, "c": 5, "d": 3, "e": 7}
+    feats = write_store(tmp_path / "s", [(u, rng.normal(size=(n, 2))) for u, n in sorted(lengths.items())], {})
     texts = {u: "X" for u in "abcde"}
     assert list(subset(texts, feats, 3, "shortest")) == ["b", "c", "d"]
     assert list(subset(texts, feats, 2, "spread")) == ["a", "c"]
     assert subset(texts, feats, 0, "shortest") == texts and subset(texts, feats, 9, "spread") == texts
-
-
-def write_store_of_lengths(rng, lengths, path=None):
-    import tempfile
-    path = path or tempfile.mkdtemp()
-    return write_store(f"{path}/s", [(u, rng.normal(size=(n, 2))) for u, n in sorted(lengths.items())], {})
 
 
 # ---------------------------------------------------------------- whole training runs
