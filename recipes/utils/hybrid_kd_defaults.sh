@@ -19,6 +19,9 @@ nj=2                     # parallel jobs (shards of utterances) for feature extr
 dask_scheduler=          # tcp://HOST:PORT: run those jobs on a Dask cluster instead of local processes
 device=auto              # nnet training / inference device: auto | cpu | cuda | cuda:N
 lm_order=2               # n-gram order of the LM trained on the training transcripts
+mono_num_utts=2000       # monophones on the N shortest train utterances (Kaldi's LibriSpeech: 2000); 0 = all
+tri_num_utts=5000        # tri1 on N train utterances spread over the set (Kaldi's train_5k); 0 = all.
+                         # Every set is then aligned with tri1. AN4 (857 utterances) uses all of them.
 num_leaves=500           # tri1: tied HMM states (= DNN output classes)
 tot_gauss=4000           # tri1: total Gaussians
 hidden_layers=2          # DNN depth: baseline, every ensemble member and every student (paper: 8)
