@@ -130,8 +130,8 @@ hybrid_kd_stages() {
 
   if in_stage 3; then
     echo "stage 3: monophone GMM, alignment of train, graph, GMM decoding"
-    fresh_step train_mono "$mono" kd train-mono --num-utts "$mono_num_utts" "$mfcc/train" "$train_dir" "$lang" "$mono"
-    fresh_step align_mono "${mono}_ali" kd align "$mfcc/train" "$train_dir" "$lang" "$mono" "${mono}_ali"
+    fresh_step train_mono "$mono" kd train-mono "${job_opts[@]}" --num-utts "$mono_num_utts" "$mfcc/train" "$train_dir" "$lang" "$mono"
+    fresh_step align_mono "${mono}_ali" kd align "${job_opts[@]}" "$mfcc/train" "$train_dir" "$lang" "$mono" "${mono}_ali"
     fresh_step make_graph_mono "$mono/graph_bg" kd make-graph "$lang_test" "$mono" "$mono/graph_bg"
     fresh_step decode_mono_test "$mono/decode_test" kd decode "$mono/graph_bg" "$mono" "$mono/decode_test" \
       --feats "$mfcc/test" --text "$test_dir/text" --dev-feats "$mfcc/dev" --dev-text "$dev_dir/text" \
@@ -140,10 +140,10 @@ hybrid_kd_stages() {
 
   if in_stage 4; then
     echo "stage 4: triphone GMM (tri1), alignments of every set, graph, GMM decoding"
-    fresh_step train_tri1 "$tri1" kd train-tri --num-leaves "$num_leaves" --tot-gauss "$tot_gauss" --num-utts "$tri_num_utts" \
+    fresh_step train_tri1 "$tri1" kd train-tri "${job_opts[@]}" --num-leaves "$num_leaves" --tot-gauss "$tot_gauss" --num-utts "$tri_num_utts" \
       "$mfcc/train" "$train_dir" "$lang" "${mono}_ali" "$tri1"
     for set in $sets; do
-      fresh_step align_tri1_$set "$(ali_of $set)" kd align "$mfcc/$set" "${set_dir[$set]}" "$lang" "$tri1" "$(ali_of $set)"
+      fresh_step align_tri1_$set "$(ali_of $set)" kd align "${job_opts[@]}" "$mfcc/$set" "${set_dir[$set]}" "$lang" "$tri1" "$(ali_of $set)"
     done
     fresh_step make_graph "$graph" kd make-graph "$lang_test" "$tri1" "$graph"
     fresh_step decode_tri1_test "$tri1/decode_test" kd decode "$graph" "$tri1" "$tri1/decode_test" \
