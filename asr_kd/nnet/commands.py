@@ -49,6 +49,8 @@ def _scoring_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--combine", default="arith", choices=["arith", "geo"])
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--max-resident-frames", default="auto",
+                   help="frames (or a size like 8GB) kept on the device; larger sets are streamed (default: auto)")
 
 
 def _load(args):
@@ -107,7 +109,8 @@ def _compute_loglikes(args) -> None:
 
     priors = None if args.priors == "none" else read_priors(args.priors)
     store = compute_loglikes(args.models, args.feats, args.out, priors=priors, temperature=args.temperature,
-                             combine=args.combine, dtype=args.dtype, device=args.device)
+                             combine=args.combine, dtype=args.dtype, device=args.device,
+                             budget=args.max_resident_frames)
     print(json.dumps({"out": str(store.path), "utterances": len(store), "frames": store.meta["num_rows"]}))
 
 
@@ -116,7 +119,7 @@ def _eval_frames(args) -> None:
     from asr_kd.nnet.infer import evaluate
 
     result = evaluate(args.models, args.feats, args.ali, combine=args.combine, temperature=args.temperature,
-                      device=args.device)
+                      device=args.device, budget=args.max_resident_frames)
     if args.out:
         write_json(args.out, result)
     print(json.dumps(result))

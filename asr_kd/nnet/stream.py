@@ -63,6 +63,8 @@ def resolve_budget(spec: int | str, device: str | torch.device, dim: int) -> int
     """A budget spec -> a number of resident frames on `device`."""
     if isinstance(spec, int) and not isinstance(spec, bool):
         frames = spec
+    elif str(spec).strip().isdigit():
+        frames = int(spec)
     elif str(spec).strip().lower() == "auto":
         free = free_bytes(torch.device(device))
         frames = 1 << max(0, int(free * AUTO_FRACTION[torch.device(device).type] / frame_bytes(dim)).bit_length() - 1)
@@ -285,6 +287,16 @@ def _to_device(tensors: list[torch.Tensor], device: torch.device) -> list[torch.
         out = [t.float() if t.is_floating_point() else t for t in out]
     stream.synchronize()
     return out
+
+
+def labelled_ranges(data: FrameData | StreamedFrames):
+    """Global ids of the labelled frames of each resident range of `data`, in set order."""
+    if not data.streamed:
+        yield data.labelled_frames()
+        return
+    for u0, u1 in data.sequential_ranges():
+        frames = torch.arange(int(data.offsets_np[u0]), int(data.offsets_np[u1]), device=data.device)
+        yield frames[data.labels_of(frames) >= 0]
 
 
 def pack(order: np.ndarray, lengths: np.ndarray, chunk_frames: int) -> list[np.ndarray]:

@@ -41,8 +41,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-import typing
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +54,7 @@ from asr_kd.io import atomic_path, write_text
 from asr_kd.nnet.devices import SINGLE, Ranks, resolve_device, training_device  # noqa: F401 (re-export)
 from asr_kd.nnet.frames import FrameBatch, FrameData, make_generator, shuffled
 from asr_kd.nnet.models import ModelConfig, ModelSpec, init_model, load_model, save_final  # noqa: F401 (re-export)
-from asr_kd.nnet.stream import DataConfig, StreamedFrames, chunk_seed
+from asr_kd.nnet.stream import DataConfig, StreamedFrames, chunk_seed, labelled_ranges
 
 Frames = FrameData | StreamedFrames
 
@@ -264,7 +263,7 @@ class Epochs:
             return len(self.frames)
         return self.train.num_labelled_frames() if self.labelled_only else self.train.num_frames
 
-    def orders(self, epoch: int, batch_size: int) -> tuple[int, "typing.Iterator[torch.Tensor]"]:
+    def orders(self, epoch: int, batch_size: int) -> tuple[int, Iterator[torch.Tensor]]:
         """(number of steps, iterator of (K, N) member frame orders, one per resident chunk)."""
         if self.frames is not None:
             return math.ceil(len(self.frames) / batch_size), iter([torch.stack([shuffled(self.frames, g)
@@ -448,16 +447,6 @@ def member_metrics(learner: Learner, data: Frames, cfg: TrainConfig, autocast: b
     ce_sum, correct, n = ranks.sum(sums).cpu()
     n = n.clamp_min(1)
     return {"ce": [round(float(v), 5) for v in ce_sum / n], "frame_acc": [round(float(v), 5) for v in correct / n]}
-
-
-def labelled_ranges(data: Frames):
-    """Global ids of the labelled frames of each resident range of `data`, in set order."""
-    if not data.streamed:
-        yield data.labelled_frames()
-        return
-    for u0, u1 in data.sequential_ranges():
-        frames = torch.arange(int(data.offsets_np[u0]), int(data.offsets_np[u1]), device=data.device)
-        yield frames[data.labels_of(frames) >= 0]
 
 
 # ---------------------------------------------------------------- checkpoints ---------------
