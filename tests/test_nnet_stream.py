@@ -181,3 +181,37 @@ def test_ddp_two_gloo_ranks_equal_one_process_with_the_same_global_batch(synth, 
     assert [m["epoch"] for m in ddp_m] == [1, 2]                       # one metrics writer (rank 0)
     assert [m["dev_frame_acc"] for m in ddp_m] == pytest.approx([m["dev_frame_acc"] for m in one_m], abs=1e-4)
     assert json.loads(run.stdout)["best_epoch"] == json.loads(single.stdout)["best_epoch"]
+
+
+def test_loss_hook_batches_of_a_streamed_set_match_the_resident_set(synth, tmp_path):
+    """The contract teachers rely on: global frame ids, windows and labels as a resident set gives them."""
+    resident = FrameData.load(synth / "train_feats", synth / "train_ali")
+    train, dev = sets(synth, BUDGET)
+    seen = []
+
+    def loss_fn(logits, batch):
+        assert torch.equal(batch.x, resident.windows(batch.frame_index, 5, 5))
+        assert torch.equal(batch.y, resident.labels[batch.frame_index])
+        assert torch.equal(batch.utt_index, resident.utt_of_frame[batch.frame_index])
+        seen.append(batch.frame_index)
+        return torch.nn.functional.cross_entropy(logits, batch.y), {}
+
+    train_frame_classifier(small_cfg(max_epochs=1), train, dev, loss_fn=loss_fn, exp_dir=tmp_path / "e")
+    assert torch.equal(torch.sort(torch.cat(seen)).values, torch.arange(resident.num_frames))  # each frame once
+
+
+def test_distill_from_an_online_teacher_on_a_streamed_unlabelled_subset(synth, tmp_path):
+    from asr_kd.distill.distill import distill, drop_labels, transfer_subset
+    from asr_kd.distill.losses import LossConfig
+    from asr_kd.distill.teachers import OnlineTeacher
+    from asr_kd.io import read_json
+
+    train, dev = sets(synth, BUDGET)
+    train_frame_classifier(small_cfg(max_epochs=2), train, dev, exp_dir=tmp_path / "teacher")
+    transfer = drop_labels(transfer_subset(train, 0.5, seed=0))
+    assert transfer.streamed and len(transfer.utt_ids) == 15 and transfer.num_labelled_frames() == 0
+    result = distill(small_cfg(max_epochs=3), OnlineTeacher.load([tmp_path / "teacher"]), transfer,
+                     LossConfig(terms={"soft_ce": 1.0}, temperature=2.0), dev=dev, exp_dir=tmp_path / "student")
+    record = read_json(tmp_path / "student/distill.json")["transfer_set"]
+    assert record["labelled_frames"] == 0 and record["num_utts"] == 15
+    assert result.train.dev_frame_acc[0] > 0.8                          # learnt from the teacher alone
