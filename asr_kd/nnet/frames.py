@@ -111,7 +111,7 @@ class FrameData:
 
     streamed = False
 
-    def labels_of(self, frame_index: torch.Tensor) -> torch.Tensor:
+    def labels_of(self, frame_index: torch.Tensor, utt: torch.Tensor | None = None) -> torch.Tensor:
         return self.labels[frame_index]
 
     def utt_of(self, frame_index: torch.Tensor) -> torch.Tensor:
@@ -146,9 +146,10 @@ class FrameData:
         return torch.arange(int(self.offsets[u]), int(self.offsets[u + 1]), device=self.device)
 
     # ---- windows ------------------------------------------------------------------------
-    def windows(self, frame_index: torch.Tensor, left: int, right: int) -> torch.Tensor:
-        """(B, (left+1+right)*dim) context windows around `frame_index`, edge frames repeated."""
-        utt = self.utt_of_frame[frame_index]
+    def windows(self, frame_index: torch.Tensor, left: int, right: int, utt: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, (left+1+right)*dim) context windows around `frame_index`, edge frames repeated
+        (`utt`: the frames' utterance numbers, if the caller has them)."""
+        utt = self.utt_of_frame[frame_index] if utt is None else utt
         first, last = self.offsets[utt], self.offsets[utt + 1] - 1
         rel = torch.arange(-left, right + 1, device=self.device)
         rows = torch.clamp(frame_index[:, None] + rel[None, :], first[:, None], last[:, None])
@@ -210,7 +211,7 @@ def make_generator(seed: int, device: torch.device) -> torch.Generator:
 
 def check_finite(feats: RaggedStore) -> None:
     """Refuse NaN/inf features, naming the first bad utterance (they would poison training silently)."""
-    chunk = 1 << 20
+    chunk = 1 << 18  # rows per block: ~40 MB of float32 at 40 dims, whatever the set size
     for start in range(0, feats.data.shape[0], chunk):
         block = feats.read_rows(start, min(start + chunk, feats.data.shape[0])).astype(np.float32)
         bad_rows = np.nonzero(~np.isfinite(block).all(axis=1))[0]

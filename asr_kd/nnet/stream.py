@@ -203,13 +203,15 @@ class StreamedFrames:
     def _local(self, frame_index: torch.Tensor, utt: torch.Tensor) -> torch.Tensor:
         return frame_index - self.offsets[utt] + self._chunk().local_start[utt]
 
-    def labels_of(self, frame_index: torch.Tensor) -> torch.Tensor:
-        return self._chunk().labels[self._local(frame_index, self.utt_of(frame_index))]
+    def labels_of(self, frame_index: torch.Tensor, utt: torch.Tensor | None = None) -> torch.Tensor:
+        utt = self.utt_of(frame_index) if utt is None else utt
+        return self._chunk().labels[self._local(frame_index, utt)]
 
-    def windows(self, frame_index: torch.Tensor, left: int, right: int) -> torch.Tensor:
-        """As FrameData.windows, for frames of the resident chunk (global ids)."""
+    def windows(self, frame_index: torch.Tensor, left: int, right: int, utt: torch.Tensor | None = None) -> torch.Tensor:
+        """As FrameData.windows, for frames of the resident chunk (global ids); `utt` = utt_of(frame_index)
+        when the caller has it already (a binary search per frame saved)."""
         chunk = self._chunk()
-        utt = self.utt_of(frame_index)
+        utt = self.utt_of(frame_index) if utt is None else utt
         first, last = self.offsets[utt], self.offsets[utt + 1] - 1
         rel = torch.arange(-left, right + 1, device=self.device)
         rows = torch.clamp(frame_index[:, None] + rel[None, :], first[:, None], last[:, None])

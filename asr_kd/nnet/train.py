@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -145,6 +146,10 @@ class Learner(Protocol):
     def member_states(self, state: dict) -> list[dict]: ...
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 class SingleLearner:
     """One model; on several ranks its training forward goes through DistributedDataParallel."""
 
@@ -157,7 +162,11 @@ class SingleLearner:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [model_device(model)] if model_device(model).type == "cuda" else None
-            self.ddp = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+            # buffers (InputNorm statistics) are equal on all ranks: no per-forward broadcast
+            # (the option's name changed in torch 2.13; older torch only knows broadcast_buffers)
+            known = inspect.signature(DistributedDataParallel).parameters
+            no_sync = {"forward_sync_buffers" if "forward_sync_buffers" in known else "broadcast_buffers": False}
+            self.ddp = DistributedDataParallel(model, device_ids=ids, **no_sync)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         # eval passes bypass DDP: ranks evaluate uneven shares, and no gradient needs reducing
@@ -178,10 +187,6 @@ class SingleLearner:
 
 
 # ---------------------------------------------------------------- schedule ------------------
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 class LRSchedule:
     """newbob (per epoch, on dev frame accuracy) or cosine (per step); state is checkpointed."""
 
@@ -409,8 +414,9 @@ def member_batch(data: Frames, idx: torch.Tensor, cfg: TrainConfig) -> FrameBatc
     """Windows for a (K, B) block of frame ids -> FrameBatch with x (K, B, D) and y (K, B)."""
     k, b = idx.shape
     flat = idx.reshape(-1)
-    x = data.windows(flat, cfg.left_context, cfg.right_context).reshape(k, b, -1)
-    return FrameBatch(x, data.labels_of(flat).reshape(k, b), idx, data.utt_of(flat).reshape(k, b))
+    utt = data.utt_of(flat)
+    x = data.windows(flat, cfg.left_context, cfg.right_context, utt).reshape(k, b, -1)
+    return FrameBatch(x, data.labels_of(flat, utt).reshape(k, b), idx, utt.reshape(k, b))
 
 
 def _squeeze(batch: FrameBatch) -> FrameBatch:
