@@ -215,3 +215,26 @@ def test_distill_from_an_online_teacher_on_a_streamed_unlabelled_subset(synth, t
     record = read_json(tmp_path / "student/distill.json")["transfer_set"]
     assert record["labelled_frames"] == 0 and record["num_utts"] == 15
     assert result.train.dev_frame_acc[0] > 0.8                          # learnt from the teacher alone
+
+
+def test_ddp_distill_from_an_online_teacher_on_a_streamed_set_equals_one_process(synth, tmp_path):
+    """`torchrun ... -m asr_kd distill`: one student data-parallel, targets from each rank's teacher."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed next to this python")
+    train, dev = sets(synth, "auto")
+    train_frame_classifier(small_cfg(max_epochs=1), train, dev, exp_dir=tmp_path / "teacher")
+    args = [str(synth / n) for n in ("train_feats", "train_ali", "dev_feats", "dev_ali")]
+    opts = ["--teacher", str(tmp_path / "teacher"), "--set", "student.max_epochs=1", "--set", "student.device=cpu",
+            "--set", "student.model.hidden_dim=16", "--set", "student.batch_size=32",
+            "--set", f"student.data.max_resident_frames={BUDGET}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {"ddp": [str(torchrun), "--nproc-per-node", "2", "-m", "asr_kd"], "one": [sys.executable, "-m", "asr_kd"]}
+    for name, launch in runs.items():
+        run = subprocess.run([*launch, "distill", *args, str(tmp_path / name), *opts], env=env, capture_output=True,
+                             text=True, cwd=HERE.parent)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "streaming in chunks" in run.stderr
+    a = torch.load(tmp_path / "ddp/final.pt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "one/final.pt", weights_only=False)["state_dict"]
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-5
