@@ -2,10 +2,8 @@
 kill -9 resume while streaming, the budget refusal, and one model data-parallel over 2 gloo ranks."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from asr_kd.errors import AsrKdError
 from asr_kd.nnet.frames import FrameData
 from asr_kd.nnet.stream import StreamedFrames, open_frames, pack, resolve_budget
 from asr_kd.nnet.train import TrainConfig, read_metrics, train_frame_classifier
+from nnet_resume_run import assert_same_weights, kill_9_after_epoch_2, launch
 from nnet_synth import make_sets
 
 HERE = Path(__file__).parent
@@ -122,32 +121,11 @@ def test_resident_and_streamed_training_reach_the_same_dev_accuracy(noisy, tmp_p
         train_frame_classifier(small_cfg(max_epochs=6), train, dev, exp_dir=tmp_path / str(BUDGET))
 
 
-def _run(synth, exp, slow=False):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}",
-           "NNET_BUDGET": str(BUDGET)}
-    env.pop("NNET_SLOW", None)
-    if slow:
-        env["NNET_SLOW"] = "1"
-    return subprocess.Popen([sys.executable, str(HERE / "nnet_resume_run.py"), str(synth), str(exp)], env=env)
-
-
-def test_streamed_kill_9_then_resume_gives_identical_weights(synth, tmp_path, monkeypatch):
-    victim = _run(synth, tmp_path / "killed", slow=True)
-    ckpt = tmp_path / "killed/checkpoints/epoch_2.pt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    assert ckpt.exists() and not (tmp_path / "killed/final.pt").exists(), "killed too late or never checkpointed"
-    assert _run(synth, tmp_path / "killed").wait() == 0                    # resumes after epoch 2
-    assert _run(synth, tmp_path / "straight").wait() == 0
-    for name in ("final.pt", "checkpoints/epoch_4.pt"):
-        a = torch.load(tmp_path / "killed" / name, weights_only=False)
-        b = torch.load(tmp_path / "straight" / name, weights_only=False)
-        sa, sb = a.get("state_dict", a.get("model")), b.get("state_dict", b.get("model"))
-        assert sa.keys() == sb.keys()
-        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+def test_streamed_kill_9_then_resume_gives_identical_weights(synth, tmp_path):
+    kill_9_after_epoch_2(synth, tmp_path / "killed", budget=BUDGET)
+    assert launch(synth, tmp_path / "killed", budget=BUDGET).wait() == 0  # resumes after epoch 2
+    assert launch(synth, tmp_path / "straight", budget=BUDGET).wait() == 0
+    assert_same_weights(tmp_path / "killed", tmp_path / "straight")
     assert torch.load(tmp_path / "killed/checkpoints/epoch_4.pt", weights_only=False)["layout"] == {"chunk_frames": BUDGET // 2}
     assert "resumed after epoch 2" in (tmp_path / "killed/log/train.log").read_text()
 

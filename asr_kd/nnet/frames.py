@@ -78,13 +78,8 @@ class FrameData:
         """
         feats = RaggedStore(feats_path)
         check_finite(feats)
-        labels, num_pdfs, priors = None, None, None
-        if ali_path is not None:
-            ali = RaggedStore(ali_path)
-            num_pdfs = int(ali.meta.get("num_pdfs", 0)) or None
-            labels = labels_for(feats, ali, num_pdfs)
-            prior_file = Path(ali_path) / "priors.npy"
-            priors = np.load(prior_file) if prior_file.is_file() else None
+        ali, num_pdfs, priors = open_alignment(ali_path)
+        labels = labels_for(feats, ali, num_pdfs) if ali is not None else None
         data = torch.from_numpy(np.array(feats.data, dtype=np.float32)).to(device=device, dtype=dtype)
         offsets = torch.from_numpy(feats.offsets.astype(np.int64))
         label_tensor = torch.from_numpy(labels) if labels is not None else None
@@ -220,6 +215,15 @@ def check_finite(feats: RaggedStore) -> None:
             u = int(np.searchsorted(feats.offsets, row, side="right")) - 1
             raise AsrKdError(f"{feats.path}: utterance {feats.keys[u]!r} has NaN/inf features "
                              f"(frame {row - int(feats.offsets[u])})")
+
+
+def open_alignment(ali_path: str | Path | None) -> tuple[RaggedStore | None, int | None, np.ndarray | None]:
+    """(store, num_pdfs, priors) of an alignment dir; all None without one."""
+    if ali_path is None:
+        return None, None, None
+    ali = RaggedStore(ali_path)
+    prior_file = Path(ali_path) / "priors.npy"
+    return ali, int(ali.meta.get("num_pdfs", 0)) or None, np.load(prior_file) if prior_file.is_file() else None
 
 
 def labels_for(feats: RaggedStore, ali: RaggedStore, num_pdfs: int | None) -> np.ndarray:

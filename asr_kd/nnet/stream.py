@@ -41,7 +41,7 @@ import torch
 
 from asr_kd.data.store import RaggedStore
 from asr_kd.errors import AsrKdError
-from asr_kd.nnet.frames import STATS_BLOCK, FrameData, Moments, alignment_starts, check_finite
+from asr_kd.nnet.frames import STATS_BLOCK, FrameData, Moments, alignment_starts, check_finite, open_alignment
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +147,9 @@ class StreamedFrames:
              budget: int) -> "StreamedFrames":
         feats = RaggedStore(feats_path)
         check_finite(feats)
-        ali, num_pdfs, priors = None, None, None
-        ali_start = np.full(len(feats.keys), -1, dtype=np.int64)
-        if ali_path is not None:
-            ali = RaggedStore(ali_path)
-            num_pdfs = int(ali.meta.get("num_pdfs", 0)) or None
-            ali_start = alignment_starts(feats, ali, num_pdfs)
-            prior_file = Path(ali_path) / "priors.npy"
-            priors = np.load(prior_file) if prior_file.is_file() else None
+        ali, num_pdfs, priors = open_alignment(ali_path)
+        ali_start = alignment_starts(feats, ali, num_pdfs) if ali is not None else \
+            np.full(len(feats.keys), -1, dtype=np.int64)
         return cls(feats, feats.offsets[:-1].astype(np.int64), feats.lengths(), feats.keys, ali, ali_start, num_pdfs,
                    priors, device=torch.device(device), budget=budget, name=str(feats_path))
 
