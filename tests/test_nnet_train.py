@@ -9,6 +9,7 @@ from asr_kd.nnet.train import LRSchedule, TrainConfig, hard_ce, read_metrics, tr
 from nnet_resume_run import assert_same_weights, kill_9_after_epoch_2, launch, resume_config
 from nnet_synth import make_sets
 
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
