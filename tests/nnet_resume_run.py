@@ -1,12 +1,15 @@
-"""Run by test_nnet_train: train on the synthetic set; NNET_SLOW=1 sleeps per step so it can be killed."""
+"""Run by test_nnet_train/test_nnet_stream: train on the synthetic set; NNET_SLOW=1 sleeps per step so
+it can be killed; NNET_BUDGET=N streams the sets with a resident budget of N frames."""
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from asr_kd.nnet.frames import FrameData
+from asr_kd.nnet.stream import open_frames
 from asr_kd.nnet.train import TrainConfig, hard_ce, train_frame_classifier
 
 
@@ -18,13 +21,50 @@ def slow_ce(logits, batch):
 
 def resume_config() -> TrainConfig:
     cfg = TrainConfig(max_epochs=4, batch_size=32, lr=0.05, device="cpu", keep_checkpoints=1)
+    cfg.data.max_resident_frames = int(os.environ.get("NNET_BUDGET", 0)) or "auto"
     cfg.model.hidden_dim, cfg.model.dropout = 16, 0.2  # dropout: the torch RNG state must be restored too
     return cfg
+
+
+def launch(synth: Path, exp: Path, *, slow: bool = False, budget: int | None = None) -> subprocess.Popen:
+    """This script in a fresh process (one thread), optionally slowed down and/or streamed."""
+    here = Path(__file__).parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{here.parent}{os.pathsep}{here}"}
+    for name in ("NNET_SLOW", "NNET_BUDGET"):
+        env.pop(name, None)
+    if slow:
+        env["NNET_SLOW"] = "1"
+    if budget:
+        env["NNET_BUDGET"] = str(budget)
+    return subprocess.Popen([sys.executable, __file__, str(synth), str(exp)], env=env)
+
+
+def kill_9_after_epoch_2(synth: Path, exp: Path, budget: int | None = None) -> None:
+    """Start a slow run, SIGKILL it once epoch 2's checkpoint exists, check it died mid-training."""
+    victim = launch(synth, exp, slow=True, budget=budget)
+    ckpt = exp / "checkpoints/epoch_2.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert ckpt.exists() and not (exp / "final.pt").exists(), "killed too late or never checkpointed"
+
+
+def assert_same_weights(a_dir: Path, b_dir: Path) -> None:
+    """final.pt and the last checkpoint of two runs hold bit-identical tensors."""
+    for name in ("final.pt", "checkpoints/epoch_4.pt"):
+        a = torch.load(a_dir / name, weights_only=False)
+        b = torch.load(b_dir / name, weights_only=False)
+        sa, sb = a.get("state_dict", a.get("model")), b.get("state_dict", b.get("model"))
+        assert sa.keys() == sb.keys()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
 
 
 if __name__ == "__main__":
     root, exp = Path(sys.argv[1]), sys.argv[2]
     torch.set_num_threads(1)
-    train = FrameData.load(root / "train_feats", root / "train_ali")
-    dev = FrameData.load(root / "dev_feats", root / "dev_ali")
+    budget = resume_config().data.max_resident_frames
+    train = open_frames(root / "train_feats", root / "train_ali", budget=budget)
+    dev = open_frames(root / "dev_feats", root / "dev_ali", budget=budget)
     train_frame_classifier(resume_config(), train, dev, loss_fn=slow_ce, exp_dir=exp)

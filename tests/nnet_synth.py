@@ -19,7 +19,7 @@ def make_sets(root: Path, *, num_utts=12, num_pdfs=4, dim=5, seed=0, noise=0.5, 
         feats.append((f"{name}{u:03d}", means[labels] + noise * rng.normal(size=(n, dim))))
         alis.append((f"{name}{u:03d}", labels.astype(np.int32)))
     feat_dir, ali_dir = root / f"{name}_feats", root / f"{name}_ali"
-    write_store(feat_dir, feats, meta={"dim": dim}, dtype="float32")
+    write_store(feat_dir, feats, meta={"dim": dim, "config_hash": "synthetic"}, dtype="float32")
     write_store(ali_dir, alis, meta={"num_pdfs": num_pdfs}, dtype="int32")
     counts = np.bincount(np.concatenate([a for _, a in alis]), minlength=num_pdfs) + 1e-3
     np.save(ali_dir / "priors.npy", counts / counts.sum())

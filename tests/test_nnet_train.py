@@ -1,11 +1,4 @@
 """Trainer: learns separable data, the loss hook, NaN errors, newbob, exp dir, kill -9 resume equality."""
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -13,10 +6,8 @@ from asr_kd.errors import AsrKdError
 from asr_kd.nnet.frames import FrameData
 from asr_kd.nnet.models import ModelConfig, build_model, load_model
 from asr_kd.nnet.train import LRSchedule, TrainConfig, hard_ce, read_metrics, train_frame_classifier
-from nnet_resume_run import resume_config
+from nnet_resume_run import assert_same_weights, kill_9_after_epoch_2, launch, resume_config
 from nnet_synth import make_sets
-
-HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="module")
@@ -94,33 +85,13 @@ def test_resume_with_changed_config_is_refused(synth, tmp_path):
         train_frame_classifier(small_cfg(max_epochs=1, lr=0.1), train, dev, exp_dir=tmp_path / "e")
 
 
-def _run(synth, exp, slow=False):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{HERE.parent}{os.pathsep}{HERE}"}
-    env.pop("NNET_SLOW", None)
-    if slow:
-        env["NNET_SLOW"] = "1"
-    return subprocess.Popen([sys.executable, str(HERE / "nnet_resume_run.py"), str(synth), str(exp)], env=env)
-
-
 def test_kill_9_then_resume_gives_identical_weights(synth, tmp_path):
-    victim = _run(synth, tmp_path / "killed", slow=True)
-    ckpt = tmp_path / "killed/checkpoints/epoch_2.pt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    assert ckpt.exists() and not (tmp_path / "killed/final.pt").exists(), "killed too late or never checkpointed"
-    assert _run(synth, tmp_path / "killed").wait() == 0                    # resumes after epoch 2
+    kill_9_after_epoch_2(synth, tmp_path / "killed")
+    assert launch(synth, tmp_path / "killed").wait() == 0                  # resumes after epoch 2
     train, dev = load(synth)
     torch.set_num_threads(1)
     from nnet_resume_run import slow_ce
     train_frame_classifier(resume_config(), train, dev, loss_fn=slow_ce, exp_dir=tmp_path / "straight")
-    for name in ("final.pt", "checkpoints/epoch_4.pt"):
-        a = torch.load(tmp_path / "killed" / name, weights_only=False)
-        b = torch.load(tmp_path / "straight" / name, weights_only=False)
-        sa, sb = a.get("state_dict", a.get("model")), b.get("state_dict", b.get("model"))
-        assert sa.keys() == sb.keys()
-        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+    assert_same_weights(tmp_path / "killed", tmp_path / "straight")
     assert [m["epoch"] for m in read_metrics(tmp_path / "killed")] == [1, 2, 3, 4]
     assert "resumed after epoch 2" in (tmp_path / "killed/log/train.log").read_text()

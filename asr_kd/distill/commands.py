@@ -80,8 +80,8 @@ def _load(args):
     from asr_kd.config import load_config
     from asr_kd.distill.cache import feature_config_hash
     from asr_kd.distill.distill import DistillConfig, load_teacher
-    from asr_kd.nnet.frames import FrameData
-    from asr_kd.nnet.train import resolve_device
+    from asr_kd.nnet.devices import training_device
+    from asr_kd.nnet.stream import open_frames
 
     overrides = list(args.set)
     if args.teacher:
@@ -91,9 +91,10 @@ def _load(args):
     if args.combination:
         overrides.append(f"teacher.combination={args.combination}")
     cfg = load_config(DistillConfig, args.config, overrides)
-    device = resolve_device(cfg.student.device)
-    transfer = FrameData.load(args.feats, None if args.ali == NONE else args.ali, device=device)
-    dev = FrameData.load(args.dev_feats, args.dev_ali, device=device)
+    device = training_device(cfg.student.device)  # under torchrun: this rank's own device
+    budget = cfg.student.data.max_resident_frames
+    transfer = open_frames(args.feats, None if args.ali == NONE else args.ali, device=device, budget=budget)
+    dev = open_frames(args.dev_feats, args.dev_ali, device=device, budget=budget)
     teacher = load_teacher(cfg.teacher, cfg.loss.temperature, feature_config_hash=feature_config_hash(args.feats),
                            device=device) if cfg.loss.needs_teacher else None
     return cfg, transfer, dev, teacher
@@ -113,33 +114,38 @@ def _cache_teacher(args) -> None:
 
 def _distill(args) -> None:
     from asr_kd.distill.distill import distill, transfer_subset
+    from asr_kd.nnet.commands import end_process_group
+    from asr_kd.nnet.devices import Ranks
     from asr_kd.nnet.infer import evaluate
 
     cfg, transfer, dev, teacher = _load(args)
     if args.subset_fraction:
         transfer = transfer_subset(transfer, args.subset_fraction, args.subset_seed)
-    result = distill(cfg.student, teacher, transfer, cfg.loss, dev=dev, exp_dir=args.exp_dir)
-    metrics = evaluate((result.model, result.spec), dev)
-    print(json.dumps({"exp_dir": str(result.exp_dir), "best_epoch": result.train.best_epoch,
-                      "dev_frame_acc": metrics["frame_acc"], "dev_ce": metrics["ce"]}))
+    result = distill(cfg.student, teacher, transfer, cfg.loss, dev=dev, exp_dir=args.exp_dir, data_parallel=True)
+    if Ranks.from_env().main:
+        metrics = evaluate((result.model, result.spec), dev)
+        print(json.dumps({"exp_dir": str(result.exp_dir), "best_epoch": result.train.best_epoch,
+                          "dev_frame_acc": metrics["frame_acc"], "dev_ce": metrics["ce"]}))
+    end_process_group()
 
 
 def _sweep(args) -> None:
     from asr_kd.distill.experiments import sweep
-    from asr_kd.nnet.frames import FrameData
+    from asr_kd.nnet.stream import open_frames
 
     cfg, transfer, dev, teacher = _load(args)
-    test = FrameData.load(args.test_feats, args.test_ali, device=dev.device) if args.test_feats else None
+    budget = cfg.student.data.max_resident_frames
+    test = open_frames(args.test_feats, args.test_ali, device=dev.device, budget=budget) if args.test_feats else None
     sweep(cfg.student, teacher, transfer, dev=dev, exp_root=args.exp_root, temperatures=args.temperatures,
           hard_weights=args.hard_weights, soft_term=args.soft_term, test=test)
 
 
 def _regularizer(args) -> None:
     from asr_kd.distill.experiments import regularizer_experiment
-    from asr_kd.nnet.frames import FrameData
+    from asr_kd.nnet.stream import open_frames
 
     cfg, train, dev, teacher = _load(args)
-    test = FrameData.load(args.test_feats, args.test_ali, device=dev.device)
+    test = open_frames(args.test_feats, args.test_ali, device=dev.device, budget=cfg.student.data.max_resident_frames)
     regularizer_experiment(cfg.student, teacher, train, dev=dev, test=test, exp_root=args.exp_root,
                            fraction=args.fraction, seed=args.seed, loss_cfg=cfg.loss, baseline_dir=args.baseline)
 
@@ -147,8 +153,8 @@ def _regularizer(args) -> None:
 def _compare(args) -> None:
     from asr_kd.distill.experiments import compare
     from asr_kd.distill.teachers import OnlineTeacher
-    from asr_kd.nnet.frames import FrameData
+    from asr_kd.nnet.stream import open_frames
 
-    sets = {name: FrameData.load(feats, ali, device=args.device) for name, feats, ali in args.eval}
+    sets = {name: open_frames(feats, ali, device=args.device) for name, feats, ali in args.eval}
     teacher = OnlineTeacher.load(args.teacher, args.combination, args.device)
     compare(args.baseline, teacher, args.student, sets=sets, out_stem=args.out_stem)

@@ -27,8 +27,10 @@ from asr_kd.distill.losses import LossConfig, Targets, distill_loss
 from asr_kd.distill.teachers import OnlineTeacher
 from asr_kd.errors import AsrKdError
 from asr_kd.io import read_json, write_json
+from asr_kd.nnet.devices import SINGLE, Ranks, resolve_device, training_device
 from asr_kd.nnet.frames import FrameBatch, FrameData
-from asr_kd.nnet.train import ModelSpec, TrainConfig, TrainResult, load_model, resolve_device, train_frame_classifier
+from asr_kd.nnet.stream import StreamedFrames
+from asr_kd.nnet.train import Frames, ModelSpec, TrainConfig, TrainResult, load_model, train_frame_classifier
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +98,16 @@ def load_teacher(cfg: TeacherConfig, temperature: float, *, feature_config_hash:
     return OnlineTeacher.load(cfg.models, cfg.combination, device)
 
 
-def distill(student_cfg: TrainConfig, teacher: Teacher | None, transfer_set: FrameData, loss_cfg: LossConfig, *,
-            dev: FrameData, exp_dir: str | os.PathLike) -> DistillResult:
-    """Train a student on `transfer_set` with `loss_cfg` against `teacher`; returns the best-dev-epoch model."""
+def distill(student_cfg: TrainConfig, teacher: Teacher | None, transfer_set: Frames, loss_cfg: LossConfig, *,
+            dev: Frames, exp_dir: str | os.PathLike, data_parallel: bool = False) -> DistillResult:
+    """Train a student on `transfer_set` with `loss_cfg` against `teacher`; returns the best-dev-epoch model.
+
+    `data_parallel`: under torchrun, one student on all ranks (train.py); each rank's teacher
+    answers for that rank's share of each batch.
+    """
     exp_dir = Path(exp_dir)
-    device = resolve_device(student_cfg.device)
+    ranks = Ranks.from_env() if data_parallel else SINGLE
+    device = training_device(student_cfg.device) if data_parallel else resolve_device(student_cfg.device)
     transfer, dev = transfer_set.to(device), dev.to(device)
     num_pdfs = transfer.num_pdfs or dev.num_pdfs
     if teacher is not None:
@@ -110,18 +117,19 @@ def distill(student_cfg: TrainConfig, teacher: Teacher | None, transfer_set: Fra
             raise AsrKdError(f"{transfer.name}: labels have {num_pdfs} pdfs but the teacher predicts {teacher.num_pdfs}")
         num_pdfs = teacher.num_pdfs
         teacher.to(device).attach(transfer)
-    elif not (transfer.labels >= 0).any():
+    elif transfer.num_labelled_frames() == 0:
         raise AsrKdError(f"{transfer.name}: no labels and no teacher: nothing to learn from")
-    record_run(exp_dir, teacher, transfer, loss_cfg)
+    record_run(exp_dir, teacher, transfer, loss_cfg, write=ranks.main)
     result = train_frame_classifier(student_cfg, transfer, dev, loss_fn=make_loss_fn(teacher, loss_cfg),
-                                    exp_dir=exp_dir, num_pdfs=num_pdfs)
+                                    exp_dir=exp_dir, num_pdfs=num_pdfs, data_parallel=data_parallel)
     model, spec = load_model(exp_dir, device)
     return DistillResult(model, spec, result, exp_dir)
 
 
-def record_run(exp_dir: Path, teacher: Teacher | None, transfer: FrameData, loss_cfg: LossConfig) -> None:
-    """Write distill.json; refuse to resume an exp dir that was distilling something else."""
-    labelled = int((transfer.labels >= 0).sum())
+def record_run(exp_dir: Path, teacher: Teacher | None, transfer: Frames, loss_cfg: LossConfig,
+               write: bool = True) -> None:
+    """Write distill.json (when `write`: rank 0); refuse to resume an exp dir that was distilling something else."""
+    labelled = transfer.num_labelled_frames()
     record = {"loss": to_dict(loss_cfg), "teacher": describe_teacher(teacher),
               "transfer_set": {"name": str(transfer.name), "num_utts": len(transfer.utt_ids),
                                "num_frames": transfer.num_frames, "labelled_frames": labelled}}
@@ -131,6 +139,8 @@ def record_run(exp_dir: Path, teacher: Teacher | None, transfer: FrameData, loss
         changed = sorted(k for k in record if old.get(k) != record[k])
         raise AsrKdError(f"{path}: this exp dir was distilling with a different {', '.join(changed)}; "
                          "use a new exp dir or delete the old one")
+    if not write:
+        return
     exp_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, record)
     log.info("distill into %s: loss %s; teacher %s; transfer set %s (%d of %d frames labelled)", exp_dir,
@@ -150,7 +160,7 @@ def describe_teacher(teacher: Teacher | None) -> dict | None:
 # --------------------------------------------------------------------------- transfer sets
 
 
-def transfer_subset(data: FrameData, fraction: float, seed: int = 0) -> FrameData:
+def transfer_subset(data: Frames, fraction: float, seed: int = 0) -> Frames:
     """A random `fraction` of `data`'s utterances (at least one), in their original order.
 
     Whole utterances, not scattered frames: the subset is then also valid for cached lookups and
@@ -161,16 +171,20 @@ def transfer_subset(data: FrameData, fraction: float, seed: int = 0) -> FrameDat
     n = len(data.utt_ids)
     count = max(1, round(fraction * n))
     chosen = np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
+    name = f"{data.name}[{count}/{n} utts, seed {seed}]"
+    if isinstance(data, StreamedFrames):
+        return data.select(chosen, name)
     offsets = data.offsets.cpu().numpy()
     rows = np.concatenate([np.arange(offsets[u], offsets[u + 1]) for u in chosen])
     lengths = offsets[chosen + 1] - offsets[chosen]
     rows_t = torch.from_numpy(rows).to(data.device)
     return FrameData(data.feats[rows_t], torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)])),
-                     [data.utt_ids[u] for u in chosen], data.labels[rows_t], data.num_pdfs, data.priors,
-                     name=f"{data.name}[{count}/{n} utts, seed {seed}]")
+                     [data.utt_ids[u] for u in chosen], data.labels[rows_t], data.num_pdfs, data.priors, name=name)
 
 
-def drop_labels(data: FrameData) -> FrameData:
+def drop_labels(data: Frames) -> Frames:
     """The same frames with every label -1: transfer data as if no alignment existed."""
+    if isinstance(data, StreamedFrames):
+        return data.without_labels(f"{data.name}[unlabelled]")
     return FrameData(data.feats, data.offsets, data.utt_ids, None, data.num_pdfs, data.priors,
                      name=f"{data.name}[unlabelled]")

@@ -49,26 +49,41 @@ def _scoring_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--combine", default="arith", choices=["arith", "geo"])
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--max-resident-frames", default="auto",
+                   help="frames (or a size like 8GB) kept on the device; larger sets are streamed (default: auto)")
 
 
 def _load(args):
     from asr_kd.config import load_config
-    from asr_kd.nnet.frames import FrameData
-    from asr_kd.nnet.train import TrainConfig, resolve_device
+    from asr_kd.nnet.devices import training_device
+    from asr_kd.nnet.stream import open_frames
+    from asr_kd.nnet.train import TrainConfig
 
     cfg = load_config(TrainConfig, args.config, args.set)
-    device = resolve_device(cfg.device)
-    train = FrameData.load(args.feats, args.ali, device=device)
-    return cfg, train, FrameData.load(args.dev_feats, args.dev_ali, device=device)
+    device = training_device(cfg.device)  # under torchrun: this rank's own device, never all on cuda:0
+    budget = cfg.data.max_resident_frames
+    train = open_frames(args.feats, args.ali, device=device, budget=budget)
+    return cfg, train, open_frames(args.dev_feats, args.dev_ali, device=device, budget=budget)
 
 
 def _train(args) -> None:
+    from asr_kd.nnet.devices import Ranks
     from asr_kd.nnet.train import train_frame_classifier
 
     cfg, train, dev = _load(args)
-    result = train_frame_classifier(cfg, train, dev, exp_dir=args.exp_dir)
-    print(json.dumps({"exp_dir": str(result.exp_dir), "best_epoch": result.best_epoch,
-                      "dev_frame_acc": result.dev_frame_acc[0]}))
+    result = train_frame_classifier(cfg, train, dev, exp_dir=args.exp_dir, data_parallel=True)
+    if Ranks.from_env().main:
+        print(json.dumps({"exp_dir": str(result.exp_dir), "best_epoch": result.best_epoch,
+                          "dev_frame_acc": result.dev_frame_acc[0]}))
+    end_process_group()
+
+
+def end_process_group() -> None:
+    """Leave torchrun's process group cleanly (no-op in a single process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _train_ensemble(args) -> None:
@@ -94,7 +109,8 @@ def _compute_loglikes(args) -> None:
 
     priors = None if args.priors == "none" else read_priors(args.priors)
     store = compute_loglikes(args.models, args.feats, args.out, priors=priors, temperature=args.temperature,
-                             combine=args.combine, dtype=args.dtype, device=args.device)
+                             combine=args.combine, dtype=args.dtype, device=args.device,
+                             budget=args.max_resident_frames)
     print(json.dumps({"out": str(store.path), "utterances": len(store), "frames": store.meta["num_rows"]}))
 
 
@@ -103,7 +119,7 @@ def _eval_frames(args) -> None:
     from asr_kd.nnet.infer import evaluate
 
     result = evaluate(args.models, args.feats, args.ali, combine=args.combine, temperature=args.temperature,
-                      device=args.device)
+                      device=args.device, budget=args.max_resident_frames)
     if args.out:
         write_json(args.out, result)
     print(json.dumps(result))

@@ -31,7 +31,6 @@ import copy
 import dataclasses
 import logging
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -41,10 +40,11 @@ from asr_kd.config import to_dict
 from asr_kd.errors import AsrKdError
 from asr_kd.expdir import ExpDir
 from asr_kd.io import read_json, write_json
+from asr_kd.nnet.devices import distributed_rank, rank_device, resolve_device
 from asr_kd.nnet.frames import FrameData
 from asr_kd.nnet.models import ModelConfig, stackable
-from asr_kd.nnet.train import (ModelSpec, TrainConfig, best_member_states, init_model, load_model, make_spec,
-                               resolve_device, run_training, save_final, train_frame_classifier)
+from asr_kd.nnet.train import (Frames, ModelSpec, TrainConfig, best_member_states, init_model, load_model, make_spec,
+                               run_training, save_final, train_frame_classifier)
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def member_seeds(cfg: TrainConfig, k: int) -> list[int]:
     return [cfg.seed + i for i in range(k)]
 
 
-def train_ensemble(cfg: TrainConfig, k: int, train: FrameData, dev: FrameData, exp_dir: str | Path, *,
+def train_ensemble(cfg: TrainConfig, k: int, train: Frames, dev: Frames, exp_dir: str | Path, *,
                    architectures: list[ModelConfig] | None = None, stacked: bool = True) -> list[Path]:
     """Train k members per architecture (default: cfg.model) into exp_dir; returns member dirs."""
     if k < 1:
@@ -151,7 +151,7 @@ def member_dir(exp_dir: Path, i: int) -> Path:
     return exp_dir / f"member_{i}"
 
 
-def train_stacked(cfg: TrainConfig, seeds: list[int], train: FrameData, dev: FrameData,
+def train_stacked(cfg: TrainConfig, seeds: list[int], train: Frames, dev: Frames,
                   group_dir: Path, out_dirs: list[Path]) -> None:
     """One stacked run for all `seeds`; then each member's best weights go to out_dirs[i]/final.pt."""
     spec = make_spec(cfg, train, dev, None)
@@ -163,25 +163,6 @@ def train_stacked(cfg: TrainConfig, seeds: list[int], train: FrameData, dev: Fra
         save_final(out / "final.pt", state, spec)
         write_json(out / "member.json", {"group_dir": str(group_dir), "best_epoch": result.best_epoch,
                                          "dev_frame_acc": acc})
-
-
-def rank_device() -> torch.device:
-    """This torchrun process's device: its own GPU (LOCAL_RANK), or the CPU (gloo, for tests)."""
-    if torch.cuda.is_available():
-        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-    return torch.device("cpu")
-
-
-def distributed_rank() -> tuple[int, int]:
-    """(rank, world size) under torchrun (initialising the process group), else (0, 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
 
 
 # ---------------------------------------------------------------- inference -----------------

@@ -16,6 +16,10 @@ paper's 26-frame window is `left_context=10, right_context=15` (TrainConfig).
 
 Labels come from an alignment store (int32 pdf id per frame) checked utterance by utterance
 against the features; a set without labels (transfer data for distillation) has all labels -1.
+
+A set larger than the resident budget is a `StreamedFrames` (stream.py) with the same interface;
+code that serves both uses `labels_of`/`utt_of`/`sequential_ranges`/`feature_stats`, never the
+whole-set tensors `.feats`/`.labels`/`.utt_of_frame`, which only a resident set has.
 """
 from __future__ import annotations
 
@@ -66,20 +70,16 @@ class FrameData:
     @classmethod
     def load(cls, feats_path: str | Path, ali_path: str | Path | None = None, *,
              device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "FrameData":
-        """Read a feature store (and optionally its alignment store) onto `device`.
+        """Read a feature store (and optionally its alignment store) onto `device`, all of it.
 
         Utterances missing from the alignment stay unlabelled (-1) with a warning: a GMM
-        alignment can fail for a few utterances, which should not stop training.
+        alignment can fail for a few utterances, which should not stop training. To respect a
+        memory budget, use `stream.open_frames`, which calls this for sets that fit.
         """
         feats = RaggedStore(feats_path)
         check_finite(feats)
-        labels, num_pdfs, priors = None, None, None
-        if ali_path is not None:
-            ali = RaggedStore(ali_path)
-            num_pdfs = int(ali.meta.get("num_pdfs", 0)) or None
-            labels = labels_for(feats, ali, num_pdfs)
-            prior_file = Path(ali_path) / "priors.npy"
-            priors = np.load(prior_file) if prior_file.is_file() else None
+        ali, num_pdfs, priors = open_alignment(ali_path)
+        labels = labels_for(feats, ali, num_pdfs) if ali is not None else None
         data = torch.from_numpy(np.array(feats.data, dtype=np.float32)).to(device=device, dtype=dtype)
         offsets = torch.from_numpy(feats.offsets.astype(np.int64))
         label_tensor = torch.from_numpy(labels) if labels is not None else None
@@ -104,6 +104,25 @@ class FrameData:
     def device(self) -> torch.device:
         return self.feats.device
 
+    streamed = False
+
+    def labels_of(self, frame_index: torch.Tensor, utt: torch.Tensor | None = None) -> torch.Tensor:
+        return self.labels[frame_index]
+
+    def utt_of(self, frame_index: torch.Tensor) -> torch.Tensor:
+        return self.utt_of_frame[frame_index]
+
+    def num_labelled_frames(self) -> int:
+        return int((self.labels >= 0).sum())
+
+    def sequential_ranges(self):
+        """Utterance ranges [u0, u1) whose frames are resident while iterating: here, the whole set."""
+        yield 0, len(self.utt_ids)
+
+    def layout(self) -> str:
+        """How frames reach the device (recorded in checkpoints: it decides the frame order)."""
+        return "resident"
+
     def labelled_frames(self) -> torch.Tensor:
         """Global ids of frames with a label (all frames of a fully aligned set)."""
         if self._labelled is None:
@@ -112,17 +131,20 @@ class FrameData:
 
     def feature_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension mean and standard deviation over all frames (for the model's InputNorm)."""
-        feats = self.feats.double()
-        return feats.mean(0).float(), feats.std(0).float()
+        moments = Moments()
+        for start in range(0, self.num_frames, STATS_BLOCK):
+            moments.add(self.feats[start:start + STATS_BLOCK])
+        return moments.mean_std()
 
     def utt_frames(self, u: int) -> torch.Tensor:
         """Global frame ids of utterance number `u`."""
         return torch.arange(int(self.offsets[u]), int(self.offsets[u + 1]), device=self.device)
 
     # ---- windows ------------------------------------------------------------------------
-    def windows(self, frame_index: torch.Tensor, left: int, right: int) -> torch.Tensor:
-        """(B, (left+1+right)*dim) context windows around `frame_index`, edge frames repeated."""
-        utt = self.utt_of_frame[frame_index]
+    def windows(self, frame_index: torch.Tensor, left: int, right: int, utt: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, (left+1+right)*dim) context windows around `frame_index`, edge frames repeated
+        (`utt`: the frames' utterance numbers, if the caller has them)."""
+        utt = self.utt_of_frame[frame_index] if utt is None else utt
         first, last = self.offsets[utt], self.offsets[utt + 1] - 1
         rel = torch.arange(-left, right + 1, device=self.device)
         rows = torch.clamp(frame_index[:, None] + rel[None, :], first[:, None], last[:, None])
@@ -131,6 +153,42 @@ class FrameData:
     def batch(self, frame_index: torch.Tensor, left: int, right: int) -> FrameBatch:
         return FrameBatch(self.windows(frame_index, left, right), self.labels[frame_index],
                           frame_index, self.utt_of_frame[frame_index])
+
+
+STATS_BLOCK = 1 << 18  # rows per float64 block in feature statistics (~80 MB at 40 dims)
+
+
+class Moments:
+    """Per-dimension mean and variance accumulated block by block (Chan et al.'s pairwise merge).
+
+    Bounded memory: one float64 block at a time instead of a float64 copy of the whole set, and
+    numerically as stable as the two-pass formula (no E[x^2] - E[x]^2 cancellation).
+    """
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, None, None
+
+    def add(self, block: torch.Tensor) -> None:
+        if len(block) == 0:
+            return
+        block = block.double()
+        n_b, mean_b = len(block), block.mean(0)
+        m2_b = ((block - mean_b) ** 2).sum(0)
+        if self.mean is None:
+            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + delta ** 2 * (self.n * n_b / n)
+        self.n = n
+
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and unbiased standard deviation (as torch.std), float32."""
+        if self.mean is None:
+            raise AsrKdError("feature statistics of an empty set")
+        std = (self.m2 / max(self.n - 1, 1)).sqrt()
+        return self.mean.float(), std.float()
 
 
 def shuffled(frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -148,9 +206,9 @@ def make_generator(seed: int, device: torch.device) -> torch.Generator:
 
 def check_finite(feats: RaggedStore) -> None:
     """Refuse NaN/inf features, naming the first bad utterance (they would poison training silently)."""
-    chunk = 1 << 20
+    chunk = 1 << 18  # rows per block: ~40 MB of float32 at 40 dims, whatever the set size
     for start in range(0, feats.data.shape[0], chunk):
-        block = np.asarray(feats.data[start:start + chunk], dtype=np.float32)
+        block = feats.read_rows(start, min(start + chunk, feats.data.shape[0])).astype(np.float32)
         bad_rows = np.nonzero(~np.isfinite(block).all(axis=1))[0]
         if len(bad_rows):
             row = start + int(bad_rows[0])
@@ -159,25 +217,58 @@ def check_finite(feats: RaggedStore) -> None:
                              f"(frame {row - int(feats.offsets[u])})")
 
 
+def open_alignment(ali_path: str | Path | None) -> tuple[RaggedStore | None, int | None, np.ndarray | None]:
+    """(store, num_pdfs, priors) of an alignment dir; all None without one."""
+    if ali_path is None:
+        return None, None, None
+    ali = RaggedStore(ali_path)
+    prior_file = Path(ali_path) / "priors.npy"
+    return ali, int(ali.meta.get("num_pdfs", 0)) or None, np.load(prior_file) if prior_file.is_file() else None
+
+
 def labels_for(feats: RaggedStore, ali: RaggedStore, num_pdfs: int | None) -> np.ndarray:
     """Per-frame pdf ids aligned with the feature rows; -1 where an utterance has no alignment."""
+    starts = alignment_starts(feats, ali, num_pdfs)
     labels = np.full(feats.data.shape[0], -1, dtype=np.int64)
+    for u in np.nonzero(starts >= 0)[0]:
+        first, last = int(feats.offsets[u]), int(feats.offsets[u + 1])
+        labels[first:last] = ali.data[starts[u]:starts[u] + last - first]
+    return labels
+
+
+def alignment_starts(feats: RaggedStore, ali: RaggedStore, num_pdfs: int | None) -> np.ndarray:
+    """For each feature utterance, the first row of its labels in `ali` (-1: not aligned), checked.
+
+    Checks lengths utterance by utterance and pdf ids block by block, reading no more than one
+    block of labels at a time (a streamed set never holds all of them).
+    """
+    starts = np.full(len(feats.keys), -1, dtype=np.int64)
     missing = []
     for u, utt in enumerate(feats.keys):
         if utt not in ali:
             missing.append(utt)
             continue
-        pdfs = np.asarray(ali[utt])
-        n_feat = int(feats.offsets[u + 1] - feats.offsets[u])
-        if pdfs.ndim != 1 or len(pdfs) != n_feat:
-            raise AsrKdError(f"{ali.path}: utterance {utt!r} has {len(pdfs)} labels but {n_feat} feature "
+        a = ali.index(utt)
+        n_ali, n_feat = int(ali.offsets[a + 1] - ali.offsets[a]), int(feats.offsets[u + 1] - feats.offsets[u])
+        if ali.data.ndim != 1 or n_ali != n_feat:
+            raise AsrKdError(f"{ali.path}: utterance {utt!r} has {n_ali} labels but {n_feat} feature "
                              f"frames in {feats.path}; were both made with the same frame shift/config?")
-        if len(pdfs) and (pdfs.min() < 0 or (num_pdfs is not None and pdfs.max() >= num_pdfs)):
-            raise AsrKdError(f"{ali.path}: utterance {utt!r} has pdf ids outside [0, {num_pdfs})")
-        labels[feats.offsets[u]:feats.offsets[u + 1]] = pdfs
+        starts[u] = ali.offsets[a]
     if missing:
         log.warning("%s: %d of %d utterances have no alignment (left unlabelled), e.g. %s",
                     ali.path, len(missing), len(feats.keys), missing[0])
-    if num_pdfs is None and (labels >= 0).any():
+    if num_pdfs is None and (starts >= 0).any():
         raise AsrKdError(f"{ali.path}/meta.json: no num_pdfs")
-    return labels
+    _check_pdf_range(ali, num_pdfs)
+    return starts
+
+
+def _check_pdf_range(ali: RaggedStore, num_pdfs: int | None) -> None:
+    block = 1 << 22
+    total = ali.data.shape[0]
+    for start in range(0, total, block):
+        pdfs = ali.read_rows(start, min(start + block, total))
+        bad = np.nonzero((pdfs < 0) | (pdfs >= (num_pdfs if num_pdfs is not None else np.iinfo(np.int64).max)))[0]
+        if len(bad):
+            a = int(np.searchsorted(ali.offsets, start + int(bad[0]), side="right")) - 1
+            raise AsrKdError(f"{ali.path}: utterance {ali.keys[a]!r} has pdf ids outside [0, {num_pdfs})")

@@ -7,6 +7,11 @@ effectively barred, as in Kaldi nnet1's PdfPrior.
 
 Everything here takes a "scorer": an `Ensemble`, a `(model, spec)` pair from `load_model`, or a
 model dir / list of dirs. One model is a one-member ensemble.
+
+Bounded memory at any set size: a set larger than the resident budget is streamed
+(`stream.open_frames`) and visited range by range; outputs go to the store batch by batch (one
+device-to-host copy per batch of about `batch_size` frames, never one per utterance), and frame
+metrics stay on the device until the end.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from asr_kd.errors import AsrKdError
 from asr_kd.io import sha256_file
 from asr_kd.nnet.ensemble import Ensemble
 from asr_kd.nnet.frames import FrameData
+from asr_kd.nnet.stream import StreamedFrames, labelled_ranges, open_frames
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +44,10 @@ def as_ensemble(scorer, device: str | torch.device = "cpu") -> Ensemble:
     raise AsrKdError(f"cannot score with {type(scorer).__name__}: expected an Ensemble, (model, spec) or model dirs")
 
 
-def as_data(feats, ali=None, device="cpu") -> FrameData:
-    return feats if isinstance(feats, FrameData) else FrameData.load(feats, ali, device=device)
+def as_data(feats, ali=None, device="cpu", budget: int | str = "auto") -> FrameData | StreamedFrames:
+    if isinstance(feats, (FrameData, StreamedFrames)):
+        return feats
+    return open_frames(feats, ali, device=device, budget=budget)
 
 
 def read_priors(path: str | Path) -> np.ndarray:
@@ -59,56 +67,61 @@ def log_priors(priors: np.ndarray, num_pdfs: int, prior_floor: float = 1e-10) ->
     return torch.from_numpy(logp.astype(np.float32))
 
 
-def utterance_chunks(data: FrameData, batch_size: int):
-    """Runs of whole utterances of about `batch_size` frames: (first utt, end utt, frame ids)."""
-    offsets = data.offsets.tolist()
-    u = 0
-    while u < len(data.utt_ids):
+def utterance_chunks(offsets: list[int], u0: int, u1: int, batch_size: int, device):
+    """Runs of whole utterances of [u0, u1) of about `batch_size` frames: (first utt, end utt, frame ids)."""
+    u = u0
+    while u < u1:
         end = u + 1
-        while end < len(data.utt_ids) and offsets[end + 1] - offsets[u] <= batch_size:
+        while end < u1 and offsets[end + 1] - offsets[u] <= batch_size:
             end += 1
-        yield u, end, torch.arange(offsets[u], offsets[end], device=data.device)
+        yield u, end, torch.arange(offsets[u], offsets[end], device=device)
         u = end
 
 
 def compute_loglikes(scorer, feats, out: str | Path, *, priors: np.ndarray | None = None,
                      temperature: float = 1.0, combine: str = "arith", dtype: str = "float32",
-                     batch_size: int = 8192, prior_floor: float = 1e-10, device="cpu") -> RaggedStore:
+                     batch_size: int = 8192, prior_floor: float = 1e-10, device="cpu",
+                     budget: int | str = "auto") -> RaggedStore:
     """Write per-utterance (frames, num_pdfs) log-likelihoods (or log posteriors if priors is None)."""
-    ens, data = as_ensemble(scorer, device), as_data(feats, device=device)
+    ens, data = as_ensemble(scorer, device), as_data(feats, device=device, budget=budget)
     if data.dim != ens.feat_dim:
         raise AsrKdError(f"{data.name}: feature dim {data.dim}, but the model reads {ens.feat_dim}")
     shift = log_priors(priors, ens.num_pdfs, prior_floor).to(data.device) if priors is not None else None
     meta = {"kind": "loglike" if shift is not None else "log_posterior", "num_pdfs": ens.num_pdfs,
             "combine": combine, "temperature": temperature, "features": str(data.name),
             "model_sha256": [sha256_file(p) for p in ens.sources]}
-    with RaggedStoreWriter(out, dtype) as writer:
-        for first, end, frames in tqdm(list(utterance_chunks(data, batch_size)), desc="loglikes", disable=None):
-            logp = ens.log_posteriors(data, frames, temperature, combine)
-            if shift is not None:
-                logp = logp - shift
-            rows = logp.cpu().numpy()
-            base = int(data.offsets[first])
-            for u in range(first, end):
-                writer.add(data.utt_ids[u], rows[int(data.offsets[u]) - base:int(data.offsets[u + 1]) - base])
+    offsets = data.offsets.tolist()  # host copy once: no device sync per utterance below
+    with RaggedStoreWriter(out, dtype) as writer, tqdm(total=len(data.utt_ids), desc="loglikes", disable=None) as bar:
+        for u0, u1 in data.sequential_ranges():
+            for first, end, frames in utterance_chunks(offsets, u0, u1, batch_size, data.device):
+                logp = ens.log_posteriors(data, frames, temperature, combine)
+                if shift is not None:
+                    logp = logp - shift
+                rows = logp.cpu().numpy()
+                base = offsets[first]
+                for u in range(first, end):
+                    writer.add(data.utt_ids[u], rows[offsets[u] - base:offsets[u + 1] - base])
+                bar.update(end - first)
         return writer.close(meta)
 
 
 @torch.no_grad()
 def evaluate(scorer, feats, ali=None, *, combine: str = "arith", temperature: float = 1.0,
-             batch_size: int = 8192, device="cpu") -> dict:
+             batch_size: int = 8192, device="cpu", budget: int | str = "auto") -> dict:
     """Frame accuracy and cross-entropy (nats/frame) of the (combined) posterior on labelled frames."""
-    ens, data = as_ensemble(scorer, device), as_data(feats, ali, device)
+    ens, data = as_ensemble(scorer, device), as_data(feats, ali, device, budget)
     if data.num_pdfs is not None and data.num_pdfs != ens.num_pdfs:
         raise AsrKdError(f"{data.name}: alignment has {data.num_pdfs} pdfs, the model {ens.num_pdfs} (another GMM?)")
-    frames = data.labelled_frames()
-    if len(frames) == 0:
+    total = data.num_labelled_frames()
+    if total == 0:
         raise AsrKdError(f"{data.name}: no labelled frames to evaluate on (give an alignment store)")
-    correct, nll = 0, 0.0
-    for start in range(0, len(frames), batch_size):
-        idx = frames[start:start + batch_size]
-        logp = ens.log_posteriors(data, idx, temperature, combine)
-        y = data.labels[idx]
-        correct += int((logp.argmax(-1) == y).sum())
-        nll -= float(logp.gather(1, y[:, None]).sum())
-    return {"frame_acc": correct / len(frames), "ce": nll / len(frames), "num_frames": len(frames)}
+    correct = torch.zeros((), dtype=torch.int64, device=data.device)
+    nll = torch.zeros((), dtype=torch.float64, device=data.device)
+    for frames in labelled_ranges(data):
+        for start in range(0, len(frames), batch_size):
+            idx = frames[start:start + batch_size]
+            logp = ens.log_posteriors(data, idx, temperature, combine)
+            y = data.labels_of(idx)
+            correct += (logp.argmax(-1) == y).sum()
+            nll -= logp.gather(1, y[:, None]).sum().double()
+    return {"frame_acc": int(correct) / total, "ce": float(nll) / total, "num_frames": total}

@@ -17,18 +17,32 @@ without one only labelled frames are, under hard-label cross-entropy.
 
 The loop itself (`run_training`) is shared with the stacked ensemble trainer (ensemble.py): it
 drives a "learner" holding K >= 1 members; a single model is K = 1.
+
+Frames reach the loop in one of two layouts. A resident `FrameData` (a set within
+`cfg.data.max_resident_frames`): each member draws a permutation of all frames per epoch from
+its checkpointed generator, exactly as before streaming existed. A `StreamedFrames` (stream.py):
+chunks of whole utterances in a (seed, epoch) order, each member's in-chunk order from (member
+seed, epoch, chunk). The layout is recorded in the checkpoint: it decides the frame order.
+
+Data-parallel (`data_parallel=True` under torchrun, devices.py): every rank follows the same
+frame order and takes its contiguous share of each global batch of `cfg.batch_size` frames
+(so a run's numbers do not depend on the number of ranks); DistributedDataParallel averages the
+gradients (each rank's loss weighted by its share, so an uneven last batch averages right); dev
+metrics are summed over ranks before the LR schedule and early stopping see them; rank 0 alone
+writes checkpoints, metrics, logs and final.pt, and every rank resumes from them.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +52,12 @@ from asr_kd.config import to_dict
 from asr_kd.errors import AsrKdError
 from asr_kd.expdir import ExpDir
 from asr_kd.io import atomic_path, write_text
+from asr_kd.nnet.devices import SINGLE, Ranks, resolve_device, training_device  # noqa: F401 (re-export)
 from asr_kd.nnet.frames import FrameBatch, FrameData, make_generator, shuffled
 from asr_kd.nnet.models import ModelConfig, ModelSpec, init_model, load_model, save_final  # noqa: F401 (re-export)
+from asr_kd.nnet.stream import DataConfig, StreamedFrames, chunk_seed, labelled_ranges
+
+Frames = FrameData | StreamedFrames
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +88,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # last N epoch checkpoints kept (plus the best epoch's)
     eval_batch_size: int = 4096
     input_norm: bool = True  # global mean/variance normalisation of the input, stats from train
+    data: DataConfig = field(default_factory=DataConfig)  # resident budget (stream.py)
 
 
 @dataclass
@@ -81,21 +100,28 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- public API: one model ------
-def train_frame_classifier(cfg: TrainConfig, train: FrameData, dev: FrameData, *,
+def train_frame_classifier(cfg: TrainConfig, train: Frames, dev: Frames, *,
                            loss_fn: LossFn | None = None, exp_dir: str | Path,
-                           num_pdfs: int | None = None) -> TrainResult:
-    """Train one model into `exp_dir` (resuming if it holds checkpoints); writes final.pt."""
-    device = resolve_device(cfg.device)
+                           num_pdfs: int | None = None, data_parallel: bool = False) -> TrainResult:
+    """Train one model into `exp_dir` (resuming if it holds checkpoints); writes final.pt.
+
+    `data_parallel`: under torchrun, train this ONE model on all ranks with DDP (module docstring);
+    without torchrun it is the plain single-process run.
+    """
+    ranks = Ranks.from_env() if data_parallel else SINGLE
+    device = training_device(cfg.device) if data_parallel else resolve_device(cfg.device)
     train, dev = train.to(device), dev.to(device)
     spec = make_spec(cfg, train, dev, num_pdfs)
-    learner = SingleLearner(init_model(spec, cfg.seed, train.feature_stats()).to(device))
-    result = run_training(learner, cfg, train, dev, ExpDir(exp_dir), spec, [cfg.seed], loss_fn)
-    states = best_member_states(result, learner)
-    save_final(Path(exp_dir) / "final.pt", states[0], spec)
+    learner = SingleLearner(init_model(spec, cfg.seed, train.feature_stats()).to(device), ranks)
+    result = run_training(learner, cfg, train, dev, ExpDir(exp_dir), spec, [cfg.seed], loss_fn, ranks)
+    if ranks.main:
+        states = best_member_states(result, learner)
+        save_final(Path(exp_dir) / "final.pt", states[0], spec)
+    ranks.barrier()
     return result
 
 
-def make_spec(cfg: TrainConfig, train: FrameData, dev: FrameData, num_pdfs: int | None) -> ModelSpec:
+def make_spec(cfg: TrainConfig, train: Frames, dev: Frames, num_pdfs: int | None) -> ModelSpec:
     num_pdfs = num_pdfs or train.num_pdfs or dev.num_pdfs
     if train.num_pdfs and dev.num_pdfs and train.num_pdfs != dev.num_pdfs:
         raise AsrKdError(f"{dev.name}: dev alignment has {dev.num_pdfs} pdfs, {train.name}'s {train.num_pdfs}")
@@ -104,14 +130,6 @@ def make_spec(cfg: TrainConfig, train: FrameData, dev: FrameData, num_pdfs: int 
     if train.dim != dev.dim:
         raise AsrKdError(f"{dev.name}: feature dim {dev.dim} differs from {train.name}'s {train.dim}")
     return ModelSpec(cfg.model, train.dim, cfg.left_context, cfg.right_context, int(num_pdfs), cfg.input_norm)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AsrKdError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
 
 
 # ---------------------------------------------------------------- learners ------------------
@@ -128,14 +146,32 @@ class Learner(Protocol):
     def member_states(self, state: dict) -> list[dict]: ...
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 class SingleLearner:
+    """One model; on several ranks its training forward goes through DistributedDataParallel."""
+
     k = 1
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, ranks: Ranks = SINGLE):
         self.module = model
+        self.ddp = None
+        if ranks.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [model_device(model)] if model_device(model).type == "cuda" else None
+            # buffers (InputNorm statistics) are equal on all ranks: no per-forward broadcast
+            # (the option's name changed in torch 2.13; older torch only knows broadcast_buffers)
+            known = inspect.signature(DistributedDataParallel).parameters
+            no_sync = {"forward_sync_buffers" if "forward_sync_buffers" in known else "broadcast_buffers": False}
+            self.ddp = DistributedDataParallel(model, device_ids=ids, **no_sync)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x[0])[None]
+        # eval passes bypass DDP: ranks evaluate uneven shares, and no gradient needs reducing
+        forward = self.ddp if self.ddp is not None and self.module.training else self.module
+        return forward(x[0])[None]
 
     def clip_grad(self, max_norm: float) -> None:
         torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
@@ -209,37 +245,77 @@ class LoopState:
     stopped: bool = False
 
 
-def run_training(learner: Learner, cfg: TrainConfig, train: FrameData, dev: FrameData, exp: ExpDir,
-                 spec: ModelSpec, seeds: list[int], loss_fn: LossFn | None = None) -> TrainResult:
+@dataclass
+class Epochs:
+    """What the loop trains on: the frames and member seeds, and how epochs order them."""
+
+    train: Frames
+    seeds: list[int]
+    labelled_only: bool  # hard-label training visits labelled frames only; a loss hook sees all
+    gens: list[torch.Generator]  # resident layout: each member's checkpointed shuffling generator
+    frames: torch.Tensor | None  # resident layout: the frames each epoch permutes
+
+    @classmethod
+    def make(cls, train: Frames, seeds: list[int], labelled_only: bool) -> "Epochs":
+        frames = None
+        if not train.streamed:
+            frames = train.labelled_frames() if labelled_only else torch.arange(train.num_frames, device=train.device)
+        return cls(train, seeds, labelled_only, [make_generator(s, train.device) for s in seeds], frames)
+
+    @property
+    def num_frames(self) -> int:
+        if self.frames is not None:
+            return len(self.frames)
+        return self.train.num_labelled_frames() if self.labelled_only else self.train.num_frames
+
+    def orders(self, epoch: int, batch_size: int) -> tuple[int, Iterator[torch.Tensor]]:
+        """(number of steps, iterator of (K, N) member frame orders, one per resident chunk)."""
+        if self.frames is not None:
+            return math.ceil(len(self.frames) / batch_size), iter([torch.stack([shuffled(self.frames, g)
+                                                                                  for g in self.gens])])
+        plan = self.train.epoch_plan(self.seeds[0], epoch, self.labelled_only)
+        steps = sum(math.ceil(n / batch_size) for n in self.train.chunk_frame_counts(plan))
+        return steps, self._streamed_orders(plan, epoch)
+
+    def _streamed_orders(self, plan, epoch: int):
+        device = self.train.device
+        for c, chunk in enumerate(self.train.resident(plan)):
+            yield torch.stack([shuffled(chunk.frames, make_generator(chunk_seed(s, epoch, c), device))
+                               for s in self.seeds])
+
+
+def run_training(learner: Learner, cfg: TrainConfig, train: Frames, dev: Frames, exp: ExpDir,
+                 spec: ModelSpec, seeds: list[int], loss_fn: LossFn | None = None,
+                 ranks: Ranks = SINGLE) -> TrainResult:
     """Epochs of shuffled minibatches, dev evaluation, LR schedule and checkpoints, with resume."""
     if loss_fn is not None and learner.k != 1:
         raise AsrKdError("a custom loss_fn needs a single model (K = 1)")
-    frames = train.labelled_frames() if loss_fn is None else torch.arange(train.num_frames, device=train.device)
-    if len(frames) == 0:
+    epochs = Epochs.make(train, seeds, labelled_only=loss_fn is None)
+    if epochs.num_frames == 0:
         raise AsrKdError(f"{train.name}: no labelled frames to train on")
-    if len(dev.labelled_frames()) == 0:
+    if dev.num_labelled_frames() == 0:
         raise AsrKdError(f"{dev.name}: the dev set has no labels (needed for the LR schedule)")
-    steps = math.ceil(len(frames) / cfg.batch_size)
+    steps = math.ceil(epochs.num_frames / cfg.batch_size)
     optimizer = make_optimizer(cfg, learner.module.parameters())
     schedule = LRSchedule(cfg, steps)
-    gens = [make_generator(s, train.device) for s in seeds]
     state = LoopState()
     torch.manual_seed(seeds[0])  # dropout masks; a resumed run restores the RNG state instead
-    with _log_into(exp):
-        resume(exp, cfg, learner, optimizer, schedule, gens, state)
-        _truncate_metrics(exp.path / "metrics.jsonl", state.epoch)  # drop epochs past the checkpoint
-        if state.epoch == 0:
-            ExpDir.create(exp.path, cfg, log_name="train")
-        _epochs(learner, cfg, train, dev, exp, frames, optimizer, schedule, gens, state, loss_fn)
+    with _log_into(exp, ranks):
+        resume(exp, cfg, learner, optimizer, schedule, epochs, state)
+        if ranks.main:
+            _truncate_metrics(exp.path / "metrics.jsonl", state.epoch)  # drop epochs past the checkpoint
+            if state.epoch == 0:
+                ExpDir.create(exp.path, cfg, log_name="train")
+        _epochs(learner, cfg, dev, exp, epochs, optimizer, schedule, state, loss_fn, ranks)
     return TrainResult(exp.path, state.best_epoch, state.best_member_acc, state.epoch)
 
 
 @contextlib.contextmanager
-def _log_into(exp: ExpDir):
+def _log_into(exp: ExpDir, ranks: Ranks):
     """Mirror logging into exp/log/train.log for this run only (no handler leaks between runs)."""
     logger = logging.getLogger("asr_kd")
     before = list(logger.handlers)
-    if any((exp.path / "checkpoints").glob("epoch_*.pt")):
+    if ranks.main and any((exp.path / "checkpoints").glob("epoch_*.pt")):
         exp.add_log_file("train")
     try:
         yield
@@ -250,14 +326,14 @@ def _log_into(exp: ExpDir):
                 handler.close()
 
 
-def _epochs(learner, cfg, train, dev, exp, frames, optimizer, schedule, gens, state, loss_fn) -> None:
-    autocast = cfg.bf16 and train.device.type == "cuda"
+def _epochs(learner, cfg, dev, exp, epochs: Epochs, optimizer, schedule, state, loss_fn, ranks: Ranks) -> None:
+    autocast = cfg.bf16 and epochs.train.device.type == "cuda"
     while not state.stopped:
         epoch = state.epoch + 1
         t0 = time.time()
-        train_stats = run_epoch(learner, cfg, train, frames, gens, optimizer, schedule, loss_fn, epoch, autocast)
+        train_stats = run_epoch(learner, cfg, epochs, optimizer, schedule, loss_fn, epoch, autocast, ranks)
         seconds = time.time() - t0
-        dev_stats = member_metrics(learner, dev, cfg, autocast)
+        dev_stats = member_metrics(learner, dev, cfg, autocast, ranks)
         mean_acc = sum(dev_stats["frame_acc"]) / learner.k
         state.stopped = schedule.end_epoch(epoch, mean_acc)
         if mean_acc > state.best_acc:
@@ -265,47 +341,61 @@ def _epochs(learner, cfg, train, dev, exp, frames, optimizer, schedule, gens, st
         state.epoch = epoch
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **train_stats,
                   "dev_ce": _one_or_all(dev_stats["ce"]), "dev_frame_acc": _one_or_all(dev_stats["frame_acc"]),
-                  "frames_per_s": round(len(frames) * learner.k / seconds, 1), "epoch_s": round(seconds, 2)}
-        exp.log_metrics(record)
-        log.info("epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "epoch"})
-        save_checkpoint(exp, cfg, learner, optimizer, schedule, gens, state)
+                  "frames_per_s": round(epochs.num_frames * learner.k / seconds, 1), "epoch_s": round(seconds, 2)}
+        if ranks.main:
+            exp.log_metrics(record)
+            log.info("epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "epoch"})
+            save_checkpoint(exp, cfg, learner, optimizer, schedule, epochs, state)
+        ranks.barrier()
 
 
 def _one_or_all(values: list[float]) -> float | list[float]:
     return values[0] if len(values) == 1 else values
 
 
-def run_epoch(learner: Learner, cfg: TrainConfig, train: FrameData, frames: torch.Tensor,
-              gens: list[torch.Generator], optimizer, schedule: LRSchedule, loss_fn: LossFn | None,
-              epoch: int, autocast: bool) -> dict:
-    """One pass over `frames`, each member in its own random order; returns mean train metrics."""
+def run_epoch(learner: Learner, cfg: TrainConfig, epochs: Epochs, optimizer, schedule: LRSchedule,
+              loss_fn: LossFn | None, epoch: int, autocast: bool, ranks: Ranks = SINGLE) -> dict:
+    """One pass over the epoch's frames, each member in its own random order; returns mean train metrics."""
     learner.module.train()
-    orders = torch.stack([shuffled(frames, g) for g in gens])  # (K, N)
+    train = epochs.train
     sums: dict[str, torch.Tensor] = {}
     first_bad = torch.tensor(-1, device=train.device)
     check_every = 1 if train.device.type == "cpu" else 50
-    steps = math.ceil(orders.shape[1] / cfg.batch_size)
-    for step in tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=None, mininterval=5):
-        idx = orders[:, step * cfg.batch_size:(step + 1) * cfg.batch_size]
-        batch = member_batch(train, idx, cfg)
-        schedule.step(optimizer)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-            logits = learner.logits(batch.x).float()
-        if loss_fn is None:
-            loss, metrics = hard_ce(logits, batch.y)
-        else:
-            loss, metrics = loss_fn(logits[0], _squeeze(batch))
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
-        if step % check_every == 0 or step == steps - 1:
-            _check_finite(first_bad, epoch, steps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            learner.clip_grad(cfg.grad_clip)
-        optimizer.step()
-        for name, value in metrics.items():
-            sums[name] = sums.get(name, 0.0) + torch.as_tensor(value, device=train.device).detach().float()
-    return {f"train_{k}": _round(v / steps) for k, v in sums.items()}
+    steps, orders_per_chunk = epochs.orders(epoch, cfg.batch_size)
+    progress = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=None if ranks.main else True,
+                    mininterval=5)
+    step = 0
+    for orders in orders_per_chunk:  # (K, N) frame ids of the resident chunk (all frames when resident)
+        for start in range(0, orders.shape[1], cfg.batch_size):
+            step += 1
+            progress.update()
+            full = orders[:, start:start + cfg.batch_size]
+            if full.shape[1] < ranks.world:
+                continue  # too few frames to give every rank one (data-parallel only)
+            idx = ranks.share(full)
+            batch = member_batch(train, idx, cfg)
+            schedule.step(optimizer)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                logits = learner.logits(batch.x).float()
+            if loss_fn is None:
+                loss, metrics = hard_ce(logits, batch.y)
+            else:
+                loss, metrics = loss_fn(logits[0], _squeeze(batch))
+            if ranks.world > 1:  # DDP averages over ranks: weight each rank's mean by its share
+                loss = loss * (idx.shape[1] * ranks.world / full.shape[1])
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step - 1, first_bad)
+            if (step - 1) % check_every == 0 or step == steps:
+                _check_finite(first_bad, epoch, steps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                learner.clip_grad(cfg.grad_clip)
+            optimizer.step()
+            for name, value in metrics.items():
+                sums[name] = sums.get(name, 0.0) + torch.as_tensor(value, device=train.device).detach().float()
+    progress.close()
+    _check_finite(first_bad, epoch, steps)
+    return {f"train_{k}": _round(ranks.sum(v) / (steps * ranks.world)) for k, v in sums.items()}
 
 
 def _round(v: torch.Tensor) -> float | list[float]:
@@ -320,12 +410,13 @@ def _check_finite(first_bad: torch.Tensor, epoch: int, steps: int) -> None:
                          f"lower the learning rate or check the features/targets")
 
 
-def member_batch(data: FrameData, idx: torch.Tensor, cfg: TrainConfig) -> FrameBatch:
+def member_batch(data: Frames, idx: torch.Tensor, cfg: TrainConfig) -> FrameBatch:
     """Windows for a (K, B) block of frame ids -> FrameBatch with x (K, B, D) and y (K, B)."""
     k, b = idx.shape
     flat = idx.reshape(-1)
-    x = data.windows(flat, cfg.left_context, cfg.right_context).reshape(k, b, -1)
-    return FrameBatch(x, data.labels[flat].reshape(k, b), idx, data.utt_of_frame[flat].reshape(k, b))
+    utt = data.utt_of(flat)
+    x = data.windows(flat, cfg.left_context, cfg.right_context, utt).reshape(k, b, -1)
+    return FrameBatch(x, data.labels_of(flat, utt).reshape(k, b), idx, utt.reshape(k, b))
 
 
 def _squeeze(batch: FrameBatch) -> FrameBatch:
@@ -344,22 +435,24 @@ def hard_ce(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict]:
 
 
 @torch.no_grad()
-def member_metrics(learner: Learner, data: FrameData, cfg: TrainConfig, autocast: bool) -> dict:
-    """Per-member CE and frame accuracy over `data`'s labelled frames."""
+def member_metrics(learner: Learner, data: Frames, cfg: TrainConfig, autocast: bool, ranks: Ranks = SINGLE) -> dict:
+    """Per-member CE and frame accuracy over `data`'s labelled frames (each rank sums its share)."""
     learner.module.eval()
-    frames = data.labelled_frames()
-    ce_sum = torch.zeros(learner.k, device=data.device, dtype=torch.float64)
-    correct = torch.zeros(learner.k, device=data.device, dtype=torch.float64)
-    for start in range(0, len(frames), cfg.eval_batch_size):
-        idx = frames[start:start + cfg.eval_batch_size]
-        x = data.windows(idx, cfg.left_context, cfg.right_context)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-            logits = learner.logits(x.expand(learner.k, *x.shape)).float()
-        y = data.labels[idx].expand(learner.k, len(idx))
-        ce_sum += F.cross_entropy(logits.transpose(1, 2), y, reduction="none").sum(1).double()
-        correct += (logits.argmax(-1) == y).sum(1).double()
-    n = max(len(frames), 1)
-    return {"ce": [round(float(v) / n, 5) for v in ce_sum], "frame_acc": [round(float(v) / n, 5) for v in correct]}
+    sums = torch.zeros(3, learner.k, device=data.device, dtype=torch.float64)  # ce, correct, frames
+    for frames in labelled_ranges(data):
+        frames = ranks.share(frames)
+        for start in range(0, len(frames), cfg.eval_batch_size):
+            idx = frames[start:start + cfg.eval_batch_size]
+            x = data.windows(idx, cfg.left_context, cfg.right_context)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                logits = learner.logits(x.expand(learner.k, *x.shape)).float()
+            y = data.labels_of(idx).expand(learner.k, len(idx))
+            sums[0] += F.cross_entropy(logits.transpose(1, 2), y, reduction="none").sum(1).double()
+            sums[1] += (logits.argmax(-1) == y).sum(1).double()
+            sums[2] += len(idx)
+    ce_sum, correct, n = ranks.sum(sums).cpu()
+    n = n.clamp_min(1)
+    return {"ce": [round(float(v), 5) for v in ce_sum / n], "frame_acc": [round(float(v), 5) for v in correct / n]}
 
 
 # ---------------------------------------------------------------- checkpoints ---------------
@@ -368,12 +461,13 @@ def checkpoint_dir(exp: ExpDir) -> Path:
 
 
 def save_checkpoint(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule: LRSchedule,
-                    gens: list[torch.Generator], state: LoopState) -> None:
+                    epochs: Epochs, state: LoopState) -> None:
     """Atomically write checkpoints/epoch_N.pt, then prune old ones (keeping the best epoch's)."""
     blob = {
         "epoch": state.epoch, "config": to_dict(cfg), "loop": dataclasses.asdict(state),
         "model": learner.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state,
-        "generators": [g.get_state() for g in gens], "torch_rng": torch.get_rng_state(),
+        "layout": epochs.train.layout(),
+        "generators": [g.get_state() for g in epochs.gens], "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     ckpt_dir = checkpoint_dir(exp)
@@ -396,7 +490,7 @@ def last_checkpoint(exp: ExpDir) -> Path | None:
 
 
 def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule: LRSchedule,
-           gens: list[torch.Generator], state: LoopState) -> None:
+           epochs: Epochs, state: LoopState) -> None:
     """Restore model, optimizer, schedule, RNG and generator states from the last checkpoint, if any."""
     path = last_checkpoint(exp)
     if path is None:
@@ -407,10 +501,15 @@ def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule:
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise AsrKdError(f"{exp.path}: holds checkpoints of a run with a different config (changed: {changed}); "
                          f"use a new exp dir or delete {checkpoint_dir(exp)}")
+    layout = blob.get("layout", "resident")
+    if layout != epochs.train.layout():
+        raise AsrKdError(f"{exp.path}: its checkpoints trained {epochs.train.name} with layout {layout}, this run "
+                         f"would use {epochs.train.layout()} (another data.max_resident_frames or free memory); set "
+                         f"data.max_resident_frames to the old budget, or use a new exp dir")
     learner.load_state_dict(blob["model"])
     optimizer.load_state_dict(blob["optimizer"])
     schedule.state = dict(blob["schedule"])
-    for gen, gen_state in zip(gens, blob["generators"]):
+    for gen, gen_state in zip(epochs.gens, blob["generators"]):
         gen.set_state(gen_state)
     torch.set_rng_state(blob["torch_rng"])
     if blob["cuda_rng"] and torch.cuda.is_available():
