@@ -8,8 +8,10 @@ Both also give the mean member logits as `Targets.logits`: the high-T limit of e
 `logit_mse` term matches.
 
 A teacher answers `targets(batch, temperature) -> Targets` for a trainer `FrameBatch`:
-- `OnlineTeacher` runs its members on the batch's frames under no_grad (bf16 autocast on CUDA),
-  each member with its own context window, built from the attached `FrameData` by frame index.
+- `OnlineTeacher` runs its members on the batch's frames under no_grad (bf16 autocast on CUDA):
+  members of one architecture and window as ONE stacked (vmap-ed) call, one call per group of
+  architectures (`Ensemble.logits`), each group with its own context window built from the
+  attached `FrameData` by frame index.
 - `CachedTeacher` (cache.py) looks the same frames up in a teacher cache.
 """
 from __future__ import annotations
@@ -87,8 +89,7 @@ class OnlineTeacher:
         return self.ensemble.num_pdfs
 
     def to(self, device: str | torch.device) -> "OnlineTeacher":
-        for model, _ in self.ensemble.members:
-            model.to(device)
+        self.ensemble.to(device)
         return self
 
     def attach(self, data: FrameData) -> "OnlineTeacher":
