@@ -1,4 +1,5 @@
-"""Teacher combination math, and the teacher cache: round trips (full, top-k) and refusal of mismatches."""
+"""Teacher combination math, and the teacher cache: round trips (full, top-k), refusal of mismatches,
+block-wise writing from a memory-mapped store (same bytes, atomic after a kill, disk space check)."""
 import math
 from types import SimpleNamespace
 
@@ -6,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from asr_kd.distill.cache import CachedTeacher, write_cache
+from asr_kd.data.store import RaggedStore, write_store
+from asr_kd.distill import cache as cache_mod
+from asr_kd.distill.cache import CachedTeacher, cache_bytes, choose_top_k, write_cache
 from asr_kd.distill.teachers import OnlineTeacher, TeacherSpec, member_targets
 from asr_kd.errors import AsrKdError
 from asr_kd.nnet.frames import FrameBatch, FrameData
@@ -141,8 +144,8 @@ def test_cache_refuses_mismatch(tmp_path):
     cached = CachedTeacher(tmp_path / "c", temperature=2.0, spec=teacher.spec, feature_config_hash="f1")
     with pytest.raises(AsrKdError, match=r"not in the cache, e.g. \['uttX'\]"):
         cached.attach(SimpleNamespace(utt_ids=["utt0", "uttX"], offsets=[0, 5, 8]))
-    with pytest.raises(AsrKdError, match="'utt1' has 3 cached frames but 4 feature frames"):
-        cached.attach(SimpleNamespace(utt_ids=["utt0", "utt1"], offsets=[0, 5, 9]))
+    with pytest.raises(AsrKdError, match=r"'utt1' has 3 cached frames \(made from data\) but 4 feature frames in feats/x"):
+        cached.attach(SimpleNamespace(utt_ids=["utt0", "utt1"], offsets=[0, 5, 9], name="feats/x"))
     # a subset of the cached set is fine (transfer set = part of the cached training set)
     sub = cached.attach(SimpleNamespace(utt_ids=["utt2"], offsets=[0, 7]))
     batch = FrameBatch(x=None, y=torch.full((7,), -1), frame_index=torch.arange(7), utt_index=torch.zeros(7))
@@ -164,3 +167,104 @@ def test_logit_mse_needs_full_logits(tmp_path):
     write_cache(tmp_path / "topk", teacher, data, temperature=None, feature_config_hash="f1", top_k=2)
     with pytest.raises(AsrKdError, match="logit_mse needs full teacher logits"):
         logit_mse(z, CachedTeacher(tmp_path / "topk").attach(data).targets(batch, 1.0), 1.0)
+
+
+def make_store(tmp_path, data: FrameData) -> RaggedStore:
+    offsets = data.offsets.numpy()
+    items = [(u, data.feats[offsets[i]:offsets[i + 1]].numpy()) for i, u in enumerate(data.utt_ids)]
+    return write_store(tmp_path / "feats", items, {"config_hash": "f1"}, dtype="float32")
+
+
+def cache_bytes_on_disk(path) -> dict:
+    return {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.parametrize("top_k", [None, 2])
+def test_cache_from_store_by_blocks_same_bytes_as_whole_set(tmp_path, top_k):
+    """Blocks of a few utterances from the memory-mapped store (one longer than a block) give the
+    bytes a single pass over the resident set gives, and a re-run gives them again."""
+    data = make_data(lengths=(5, 3, 7, 1, 12, 4))
+    store = make_store(tmp_path, data)
+    teacher = make_teacher(tmp_path, "arith")
+    kw = dict(temperature=2.0, feature_config_hash="f1", top_k=top_k)
+    whole = write_cache(tmp_path / "whole", teacher, data, **kw)
+    blocked = write_cache(tmp_path / "blocked", teacher, store, block_frames=6, batch_frames=4, **kw)
+    write_cache(tmp_path / "again", teacher, store, block_frames=6, batch_frames=4, **kw)
+    for name in ("values/data.bin", "values/offsets.npy", "values/keys.txt", "indices/data.bin"):
+        if top_k or not name.startswith("indices"):
+            assert (tmp_path / "blocked" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+    a = np.fromfile(tmp_path / "whole/values/data.bin", np.float16)
+    b = np.fromfile(tmp_path / "blocked/values/data.bin", np.float16)
+    np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=1e-3)  # batch sizes differ
+    assert blocked.num_frames == data.num_frames and blocked.bytes == cache_bytes(data.num_frames, NUM_PDFS, top_k)
+    assert blocked.kept_mass_mean == (pytest.approx(whole.kept_mass_mean, rel=1e-4) if top_k else None)
+
+
+def test_cache_killed_midway_leaves_nothing_and_rerun_gives_same_bytes(tmp_path, monkeypatch):
+    data = make_data(lengths=(5, 3, 7, 1, 12, 4))
+    store = make_store(tmp_path, data)
+    teacher = make_teacher(tmp_path, "geo")
+    kw = dict(temperature=None, feature_config_hash="f1", top_k=3, block_frames=6)
+    write_cache(tmp_path / "clean", teacher, store, **kw)
+    real_add, calls = cache_mod._add_block, []
+
+    def dies_on_third_block(*args):
+        calls.append(1)
+        if len(calls) == 5:  # values + indices of two blocks written, then the process "dies"
+            raise KeyboardInterrupt
+        real_add(*args)
+
+    monkeypatch.setattr(cache_mod, "_add_block", dies_on_third_block)
+    with pytest.raises(KeyboardInterrupt):
+        write_cache(tmp_path / "c", teacher, store, **kw)
+    assert not (tmp_path / "c").exists() and not list(tmp_path.glob(".c.*"))
+    monkeypatch.setattr(cache_mod, "_add_block", real_add)
+    write_cache(tmp_path / "c", teacher, store, **kw)
+    assert cache_bytes_on_disk(tmp_path / "c") == cache_bytes_on_disk(tmp_path / "clean")
+
+
+def test_cache_refuses_when_disk_is_short(tmp_path, monkeypatch):
+    data = make_data()
+    teacher = make_teacher(tmp_path, "arith")
+    need = cache_bytes(data.num_frames, NUM_PDFS, None)
+    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: SimpleNamespace(total=10**9, used=0, free=need - 1))
+    with pytest.raises(AsrKdError, match=rf"needs 0.00 GB but .* has 0.00 GB free.*--top-k"):
+        write_cache(tmp_path / "out" / "c", teacher, data, temperature=1.0, feature_config_hash="f1")
+    assert not (tmp_path / "out" / "c").exists()
+    # a partial dir of a killed run is named, and top-k (smaller) fits
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".c.abc.tmp").mkdir()
+    with pytest.raises(AsrKdError, match=r"1 partial dir\(s\) of killed runs.*\.c\.abc\.tmp"):
+        write_cache(tmp_path / "out" / "c", teacher, data, temperature=1.0, feature_config_hash="f1")
+    write_cache(tmp_path / "out" / "c", teacher, data, temperature=1.0, feature_config_hash="f1", top_k=2)
+    assert (tmp_path / "out" / "c" / "meta.json").is_file()
+
+
+def test_choose_top_k_full_while_it_fits_the_budget():
+    full = cache_bytes(1000, 500, None)
+    assert full == 1000 * 500 * 2 and cache_bytes(1000, 500, 20) == 1000 * 20 * 4
+    assert cache_bytes(1000, 40000, 20) == 1000 * 20 * 6  # int32 ids past 32767 pdfs
+    assert choose_top_k(1000, 500, None, full) is None
+    assert choose_top_k(1000, 500, None, full - 1) == cache_mod.DEFAULT_TOP_K
+    assert choose_top_k(1000, 500, 50, 10**12) == 50      # an explicit k wins
+    assert choose_top_k(1000, 500, 0, 1) is None          # 0 = full, whatever the budget
+
+
+def test_cached_teacher_reads_rows_per_batch_from_the_memmap(tmp_path):
+    """O(utterances) state after attach; a batch of global ids of a later chunk maps to the right rows."""
+    data = make_data(lengths=(5, 3, 7, 1, 12, 4))
+    teacher = make_teacher(tmp_path, "geo")
+    write_cache(tmp_path / "c", teacher, data, temperature=None, feature_config_hash="f1", top_k=3)
+    cached = CachedTeacher(tmp_path / "c").attach(data)
+    assert isinstance(cached.values.data, np.memmap) and isinstance(cached.indices.data, np.memmap)
+    assert cached._cache_start.shape == (6,)
+    assert not [k for k, v in vars(cached).items() if isinstance(v, (torch.Tensor, np.ndarray)) and v.size != 6
+                and len(v) >= data.num_frames]
+    # frames of utterances 4 and 2 only (as a streamed chunk holds them), global ids, shuffled
+    frames = torch.cat([data.utt_frames(4), data.utt_frames(2)])[torch.randperm(19, generator=torch.Generator().manual_seed(1))]
+    batch = data.batch(frames, LEFT, RIGHT)
+    expected = CachedTeacher(tmp_path / "c").attach(data).targets(all_frames(data), 2.0).probs_at(2.0)[frames]
+    torch.testing.assert_close(cached.targets(batch, 2.0).probs_at(2.0), expected)
+    online = teacher.attach(data).targets(batch, 2.0).logits
+    top = online.topk(3, -1).indices
+    assert (cached.targets(batch, 2.0).logits.gather(-1, top) > float("-inf")).all()

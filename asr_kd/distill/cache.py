@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from asr_kd.distill.teachers import OnlineTeacher, TeacherSpec
 from asr_kd.errors import AsrKdError
 from asr_kd.io import atomic_path, read_json, write_json
 from asr_kd.nnet.ensemble import combine_logits
-from asr_kd.nnet.frames import FrameData
+from asr_kd.nnet.frames import FrameData, check_finite
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = "asr_kd.teacher_cache/1"
@@ -52,9 +53,51 @@ class CacheReport:
         return asdict(self)
 
 
-def write_cache(path: str | os.PathLike, teacher: OnlineTeacher, data: FrameData, *, temperature: float | None,
-                feature_config_hash: str, top_k: int | None = None, batch_frames: int = 8192) -> CacheReport:
-    """Run `teacher` on every utterance of `data` and store its targets keyed by utterance id.
+DEFAULT_TOP_K = 20  # the fallback when full targets exceed the budget (AN4 figures: docs/ARTIFACTS.md)
+DEFAULT_BUDGET_GB = 64.0  # full fp16 up to this size; LibriSpeech-100 at 2,000 pdfs (~144 GB) gets top-k
+
+
+def cache_bytes(num_frames: int, num_pdfs: int, top_k: int | None) -> int:
+    """Bytes of a cache's rows: fp16 values, plus int16 (int32 past 32767 pdfs) ids for top-k."""
+    if not top_k:
+        return num_frames * num_pdfs * 2
+    return num_frames * min(top_k, num_pdfs) * (2 + (2 if num_pdfs < 2**15 else 4))
+
+
+def choose_top_k(num_frames: int, num_pdfs: int, top_k: int | None, budget_bytes: float) -> int | None:
+    """The k to cache: `top_k` when given (0 = full), else full fp16 if it fits the budget, else DEFAULT_TOP_K."""
+    if top_k is not None:
+        return top_k or None
+    full = cache_bytes(num_frames, num_pdfs, None)
+    if full <= budget_bytes:
+        return None
+    log.info("full fp16 targets (%.2f GB) exceed the budget (%.2f GB): caching the top %d pdfs per frame",
+             full / 1e9, budget_bytes / 1e9, DEFAULT_TOP_K)
+    return DEFAULT_TOP_K
+
+
+def check_disk_space(path: str | os.PathLike, need: int, hint: str = "") -> None:
+    """Refuse before writing anything when the filesystem of `path` has less than `need` bytes free."""
+    path = Path(path)
+    where = next(p for p in [path.parent, *path.parent.parents] if p.exists())
+    free = shutil.disk_usage(where).free
+    if need > free:
+        stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.exists() else []
+        leftovers = f"; {len(stale)} partial dir(s) of killed runs there can go: {stale[0]}..." if stale else ""
+        raise AsrKdError(f"{path}: the cache needs {need / 1e9:.2f} GB but {where} has {free / 1e9:.2f} GB free"
+                         f"{leftovers}; free space, write elsewhere{hint}")
+
+
+def write_cache(path: str | os.PathLike, teacher: OnlineTeacher, source: FrameData | RaggedStore, *,
+                temperature: float | None, feature_config_hash: str, top_k: int | None = None,
+                batch_frames: int = 8192, block_frames: int = 1 << 18) -> CacheReport:
+    """Run `teacher` on every utterance of `source` and store its targets keyed by utterance id.
+
+    `source` is a feature store (read block by block from its memory map: about `block_frames`
+    frames of whole utterances at a time, never the whole set) or a FrameData. Each batch of
+    `batch_frames` frames is one stacked forward of all members. The cache appears at `path` only
+    when complete (written in a sibling temp dir, then renamed), and the same inputs give the same
+    bytes, so after a kill the same command simply starts again.
 
     For top-k, reports the mean kept probability mass m and mean KL(top-k || full) = mean -log m
     (KL(full || top-k) is infinite: the renormalised top-k distribution is zero off its support).
@@ -65,35 +108,43 @@ def write_cache(path: str | os.PathLike, teacher: OnlineTeacher, data: FrameData
     if target == "probs" and temperature is None:
         raise AsrKdError(f"{path}: an 'arith' cache stores probabilities at one temperature; give --temperature")
     t_stats = float(temperature) if target == "probs" else 1.0
-    kept_sum = kl_sum = 0.0
+    num_pdfs = teacher.num_pdfs
+    top_k = min(top_k, num_pdfs) if top_k else None
+    rows, offsets, utt_ids, name = _rows_of(source)
+    need = cache_bytes(int(offsets[-1]), num_pdfs, top_k)
+    log.info("teacher cache %s: %d utts, %d frames, %s -> %.3f GB to write (full fp16: %.3f GB)", path, len(utt_ids),
+             offsets[-1], f"top-{top_k}" if top_k else "full fp16", need / 1e9,
+             cache_bytes(int(offsets[-1]), num_pdfs, None) / 1e9)
+    check_disk_space(path, need, "" if top_k else ", or cache the top k pdfs only (--top-k)")
+    device = teacher.device
+    kept_sum = torch.zeros((), dtype=torch.float64, device=device)
+    kl_sum = torch.zeros((), dtype=torch.float64, device=device)
     with atomic_path(path, is_dir=True) as tmp:
         values = RaggedStoreWriter(tmp / "values", "float16")
-        indices = None
-        for u, utt in enumerate(tqdm(data.utt_ids, desc="cache teacher", leave=False, disable=None, mininterval=5)):
-            frames = data.utt_frames(u)
-            member = torch.cat([teacher.member_logits(data, chunk) for chunk in frames.split(batch_frames)], dim=1)
-            full = member.mean(0) if target == "logits" else combine_logits(member, t_stats, "arith").exp()
-            if top_k:
-                vals, idx = full.topk(min(top_k, teacher.ensemble.num_pdfs), dim=-1)
-                probs = torch.softmax(full / t_stats, -1) if target == "logits" else full
-                mass = probs.gather(-1, idx).sum(-1).double()
-                kept_sum += mass.sum().item()
-                kl_sum += -mass.clamp_min(1e-300).log().sum().item()
-                if target == "probs":
-                    vals = vals / vals.sum(-1, keepdim=True)
-                if indices is None:  # int16 ids while they fit: 4 bytes per kept entry, not 6
-                    indices = RaggedStoreWriter(tmp / "indices", "int16" if teacher.ensemble.num_pdfs < 2**15 else "int32")
-                indices.add(utt, idx.cpu().numpy())
-                full = vals
-            values.add(utt, full.cpu().numpy())
+        indices = RaggedStoreWriter(tmp / "indices", "int16" if num_pdfs < 2**15 else "int32") if top_k else None
+        for block in tqdm(feature_blocks(rows, offsets, utt_ids, name, block_frames, device), desc="cache teacher",
+                          total=None, leave=False, disable=None, mininterval=5):
+            vals, idx = [], []
+            for frames in torch.arange(block.num_frames, device=device).split(batch_frames):
+                member = teacher.member_logits(block, frames)
+                full = member.mean(0) if target == "logits" else combine_logits(member, t_stats, "arith").exp()
+                if top_k:
+                    full, ids, mass = top_k_targets(full, top_k, target, t_stats)
+                    kept_sum += mass.sum()
+                    kl_sum -= mass.clamp_min(1e-300).log().sum()
+                    idx.append(ids)
+                vals.append(full.to(torch.float16))
+            _add_block(values, block, torch.cat(vals))
+            if indices is not None:
+                _add_block(indices, block, torch.cat(idx))
         meta = {"format": CACHE_FORMAT, "target": target, "combination": teacher.combination,
                 "temperature": None if target == "logits" else t_stats,
                 "teacher_sha256": list(teacher.spec.sha256), "feature_config_hash": feature_config_hash,
-                "num_pdfs": teacher.ensemble.num_pdfs, "top_k": top_k or None, "input_specs": teacher.input_specs}
+                "feature_store": name, "num_pdfs": num_pdfs, "top_k": top_k, "input_specs": teacher.input_specs}
         values.close(meta)
         if indices is not None:
             indices.close(meta)
-        report = _report(tmp, data, teacher.ensemble.num_pdfs, kept_sum, kl_sum, bool(top_k))
+        report = _report(tmp, len(utt_ids), int(offsets[-1]), num_pdfs, kept_sum.item(), kl_sum.item(), bool(top_k))
         write_json(tmp / "meta.json", {**meta, **report.as_dict()})
     log.info("teacher cache %s: %d utts, %d frames, %.2f MB (full fp16: %.2f MB)%s", path, report.num_utts,
              report.num_frames, report.bytes / 1e6, report.full_fp16_bytes / 1e6,
@@ -102,12 +153,54 @@ def write_cache(path: str | os.PathLike, teacher: OnlineTeacher, data: FrameData
     return report
 
 
-def _report(tmp: Path, data: FrameData, num_pdfs: int, kept_sum: float, kl_sum: float, top_k: bool) -> CacheReport:
+def top_k_targets(full: torch.Tensor, k: int, target: str, temperature: float):
+    """(values, pdf ids, kept probability mass at T) of the k largest entries per frame; probabilities
+    are renormalised over the k, logits stay as they are (the softmax over the support renormalises)."""
+    vals, ids = full.topk(k, dim=-1)
+    probs = torch.softmax(full / temperature, -1) if target == "logits" else full
+    mass = probs.gather(-1, ids).sum(-1).double()
+    if target == "probs":
+        vals = vals / vals.sum(-1, keepdim=True)
+    return vals, ids, mass
+
+
+def _rows_of(source: FrameData | RaggedStore):
+    """(rows, int64 offsets, utterance ids, name) of a feature store (memory-mapped) or a FrameData."""
+    if isinstance(source, RaggedStore):
+        check_finite(source)
+        return source.data, np.asarray(source.offsets, dtype=np.int64), source.keys, str(source.path)
+    return source.feats, np.asarray(torch.as_tensor(source.offsets).cpu(), dtype=np.int64), source.utt_ids, source.name
+
+
+def feature_blocks(rows, offsets: np.ndarray, utt_ids: list[str], name: str, block_frames: int,
+                   device: torch.device):
+    """Consecutive whole utterances of about `block_frames` frames (one longer utterance alone) as
+    small FrameData objects on `device`: the only feature rows resident at a time."""
+    u0, n = 0, len(utt_ids)
+    while u0 < n:
+        u1 = min(n, max(u0 + 1, int(np.searchsorted(offsets, offsets[u0] + block_frames, side="right")) - 1))
+        a, b = int(offsets[u0]), int(offsets[u1])
+        feats = torch.from_numpy(np.array(rows[a:b], dtype=np.float32)) if isinstance(rows, np.ndarray) \
+            else rows[a:b].float()
+        yield FrameData(feats.to(device), torch.from_numpy(offsets[u0:u1 + 1] - a), utt_ids[u0:u1],
+                        name=f"{name}[utts {u0}:{u1}]")
+        u0 = u1
+
+
+def _add_block(writer: RaggedStoreWriter, block: FrameData, rows: torch.Tensor) -> None:
+    """Append a block's rows utterance by utterance (one device-to-host copy per block)."""
+    rows = rows.cpu().numpy()
+    offsets = block.offsets.cpu().numpy()
+    for u, utt in enumerate(block.utt_ids):
+        writer.add(utt, rows[offsets[u]:offsets[u + 1]])
+
+
+def _report(tmp: Path, num_utts: int, num_frames: int, num_pdfs: int, kept_sum: float, kl_sum: float,
+            top_k: bool) -> CacheReport:
     size = sum(f.stat().st_size for f in tmp.rglob("*.bin"))
-    n = data.num_frames
-    report = CacheReport(len(data.utt_ids), n, size, n * num_pdfs * 2)
-    if top_k and n:
-        report.kept_mass_mean, report.kl_topk_full_mean = kept_sum / n, kl_sum / n
+    report = CacheReport(num_utts, num_frames, size, cache_bytes(num_frames, num_pdfs, None))
+    if top_k and num_frames:
+        report.kept_mass_mean, report.kl_topk_full_mean = kept_sum / num_frames, kl_sum / num_frames
     return report
 
 
@@ -121,7 +214,13 @@ def feature_config_hash(feats_path: str | os.PathLike) -> str:
 
 
 class CachedTeacher:
-    """Teacher targets read from a cache; `attach` maps a transfer set's rows onto cache rows."""
+    """Teacher targets read from a cache, memory-mapped: each batch gathers only its own rows.
+
+    Nothing of the size of the set is loaded: `attach` keeps, per utterance of the transfer set,
+    where its rows start in the cache (O(utterances) memory), and a batch's frames map to cache
+    rows by `cache_start[utt] + frame - offsets[utt]`, with the GLOBAL frame and utterance ids a
+    (resident or streamed) `FrameBatch` carries.
+    """
 
     def __init__(self, path: str | os.PathLike, *, temperature: float | None = None, spec: TeacherSpec | None = None,
                  feature_config_hash: str | None = None, device: str | torch.device = "cpu"):
@@ -137,50 +236,54 @@ class CachedTeacher:
         self.combination = self.meta["combination"]
         self.values = RaggedStore(self.path / "values")
         self.indices = RaggedStore(self.path / "indices") if self.meta["top_k"] else None
-        self._values = torch.from_numpy(np.array(self.values.data)).to(self.device)
-        self._indices = torch.from_numpy(np.array(self.indices.data)).to(self.device) if self.indices else None
-        self._row_map: torch.Tensor | None = None
+        self._cache_start: np.ndarray | None = None  # per utterance of the attached set: its first cache row
+        self._set_offsets: np.ndarray | None = None  # the attached set's global utterance offsets
 
     @property
     def num_pdfs(self) -> int:
         return int(self.meta["num_pdfs"])
 
     def to(self, device: str | torch.device) -> "CachedTeacher":
-        self.device = torch.device(device)
-        self._values = self._values.to(self.device)
-        self._indices = self._indices.to(self.device) if self._indices is not None else None
-        self._row_map = self._row_map.to(self.device) if self._row_map is not None else None
+        self.device = torch.device(device)  # where targets are expanded (top-k scatter); rows stay on disk
         return self
 
     def attach(self, data) -> "CachedTeacher":
-        """Map the rows of `data` (a FrameData: `.utt_ids`, `.offsets`) to cache rows; checks coverage."""
+        """Map the utterances of `data` (`.utt_ids`, global `.offsets`, `.name`) to cache rows; checks
+        that every utterance is cached with the same number of frames."""
         utt_ids, offsets = data.utt_ids, np.asarray(torch.as_tensor(data.offsets).cpu(), dtype=np.int64)
+        name = getattr(data, "name", "the transfer set")
         missing = [u for u in utt_ids if u not in self.values]
         if missing:
-            raise AsrKdError(f"{self.path}: {len(missing)} utterance(s) of the transfer set are not in the cache, "
+            raise AsrKdError(f"{self.path}: {len(missing)} utterance(s) of {name} are not in the cache, "
                              f"e.g. {missing[:3]}; re-run cache-teacher on this set")
-        row_map = np.empty(int(offsets[-1]), dtype=np.int64)
+        start = np.empty(len(utt_ids), dtype=np.int64)
         for i, utt in enumerate(utt_ids):
-            n_set = int(offsets[i + 1] - offsets[i])
             j = self.values.index(utt)
-            start, n_cache = int(self.values.offsets[j]), self.values.num_rows(utt)
+            start[i] = self.values.offsets[j]
+            n_set, n_cache = int(offsets[i + 1] - offsets[i]), int(self.values.offsets[j + 1] - start[i])
             if n_set != n_cache:
-                raise AsrKdError(f"{self.path}: utterance {utt!r} has {n_cache} cached frames but {n_set} feature frames; "
-                                 "the cache was made from other features")
-            row_map[offsets[i]:offsets[i + 1]] = np.arange(start, start + n_cache)
-        self._row_map = torch.from_numpy(row_map).to(self.device)
+                raise AsrKdError(f"{self.path}: utterance {utt!r} has {n_cache} cached frames (made from "
+                                 f"{self.meta.get('feature_store', 'unrecorded features')}) but {n_set} feature "
+                                 f"frames in {name}; the cache was made from other features")
+        self._cache_start, self._set_offsets = start, offsets
         return self
 
+    def rows(self, batch) -> np.ndarray:
+        """Cache rows of a batch's frames (global frame and utterance ids of the attached set)."""
+        utt = batch.utt_index.cpu().long().numpy()
+        return self._cache_start[utt] + batch.frame_index.cpu().long().numpy() - self._set_offsets[utt]
+
     def targets(self, batch, temperature: float) -> Targets:
-        if self._row_map is None:
-            raise AsrKdError(f"{self.path}: CachedTeacher.attach(utt_ids, offsets) must be called before training")
+        if self._cache_start is None:
+            raise AsrKdError(f"{self.path}: CachedTeacher.attach(transfer_set) must be called before training")
         check_cache_meta(self.meta, self.path / "meta.json", temperature=temperature)
-        rows = self._row_map[batch.frame_index.to(self.device)]
-        vals = self._values[rows].float()
-        if self._indices is not None:
+        rows = self.rows(batch)
+        vals = torch.from_numpy(self.values.data[rows]).to(self.device).float()  # a per-batch gather from the memmap
+        if self.indices is not None:
             fill = float("-inf") if self.meta["target"] == "logits" else 0.0
             dense = vals.new_full((len(rows), self.num_pdfs), fill)
-            vals = dense.scatter_(1, self._indices[rows].long(), vals)
+            ids = torch.from_numpy(self.indices.data[rows]).to(self.device).long()
+            vals = dense.scatter_(1, ids, vals)
         vals = vals.to(batch.y.device)
         if self.meta["target"] == "logits":
             return Targets(labels=batch.y, logits=vals)
@@ -202,7 +305,7 @@ def check_cache_meta(meta: dict, where, *, temperature: float | None = None, spe
         problems.append(f"temperature: cache holds '{meta['combination']}' probabilities at T={cached_t:g}, "
                         f"the loss asks T={temperature:g} (re-cache, or cache a 'geo' teacher: its logits serve any T)")
     if feature_config_hash is not None and meta["feature_config_hash"] != feature_config_hash:
-        problems.append(f"features: cache made from feature config {meta['feature_config_hash']}, "
-                        f"transfer set has {feature_config_hash}")
+        problems.append(f"features: cache made from feature config {meta['feature_config_hash']} "
+                        f"({meta.get('feature_store', 'store unrecorded')}), transfer set has {feature_config_hash}")
     if problems:
         raise AsrKdError(f"{where}: teacher cache does not match: " + "; ".join(problems))

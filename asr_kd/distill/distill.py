@@ -107,7 +107,9 @@ def distill(student_cfg: TrainConfig, teacher: Teacher | None, transfer_set: Fra
         if isinstance(teacher, CachedTeacher):
             check_cache_meta(teacher.meta, teacher.path / "meta.json", temperature=loss_cfg.temperature)
         if num_pdfs is not None and teacher.num_pdfs != num_pdfs:
-            raise AsrKdError(f"{transfer.name}: labels have {num_pdfs} pdfs but the teacher predicts {teacher.num_pdfs}")
+            origin = teacher.path if isinstance(teacher, CachedTeacher) else [str(s) for s in teacher.ensemble.sources]
+            raise AsrKdError(f"{transfer.name}: labels have {num_pdfs} pdfs but the teacher {origin} predicts "
+                             f"{teacher.num_pdfs}: made with another tree?")
         num_pdfs = teacher.num_pdfs
         teacher.to(device).attach(transfer)
     elif not (transfer.labels >= 0).any():

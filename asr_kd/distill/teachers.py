@@ -88,6 +88,10 @@ class OnlineTeacher:
     def num_pdfs(self) -> int:
         return self.ensemble.num_pdfs
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.ensemble.members[0][0].parameters()).device
+
     def to(self, device: str | torch.device) -> "OnlineTeacher":
         self.ensemble.to(device)
         return self
