@@ -15,6 +15,7 @@ from asr_kd.errors import AsrKdError
 from asr_kd.nnet.frames import FrameBatch, FrameData
 from asr_kd.nnet.models import ModelConfig
 from asr_kd.nnet.train import ModelSpec, init_model, save_final
+from asr_kd.parallel import Jobs
 
 LN3 = math.log(3.0)
 MEMBERS = torch.tensor([[[0.0, 0.0]], [[LN3, 0.0]]])  # K=2 members, 1 frame, 2 classes: p = (.5,.5), (.75,.25)
@@ -188,8 +189,8 @@ def test_cache_from_store_by_blocks_same_bytes_as_whole_set(tmp_path, top_k):
     teacher = make_teacher(tmp_path, "arith")
     kw = dict(temperature=2.0, feature_config_hash="f1", top_k=top_k)
     whole = write_cache(tmp_path / "whole", teacher, data, **kw)
-    blocked = write_cache(tmp_path / "blocked", teacher, store, block_frames=6, batch_frames=4, **kw)
-    write_cache(tmp_path / "again", teacher, store, block_frames=6, batch_frames=4, **kw)
+    blocked = write_cache(tmp_path / "blocked", teacher, store, block_frames=9, batch_frames=4, **kw)
+    write_cache(tmp_path / "again", teacher, store, block_frames=9, batch_frames=4, **kw)
     for name in ("values/data.bin", "values/offsets.npy", "values/keys.txt", "indices/data.bin"):
         if top_k or not name.startswith("indices"):
             assert (tmp_path / "blocked" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
@@ -200,27 +201,40 @@ def test_cache_from_store_by_blocks_same_bytes_as_whole_set(tmp_path, top_k):
     assert blocked.kept_mass_mean == (pytest.approx(whole.kept_mass_mean, rel=1e-4) if top_k else None)
 
 
-def test_cache_killed_midway_leaves_nothing_and_rerun_gives_same_bytes(tmp_path, monkeypatch):
+def test_cache_killed_midway_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    """A kill leaves no cache at the path; the same command computes only the missing blocks and
+    publishes the bytes an uninterrupted run writes (nj = 2 processes too)."""
     data = make_data(lengths=(5, 3, 7, 1, 12, 4))
     store = make_store(tmp_path, data)
     teacher = make_teacher(tmp_path, "geo")
-    kw = dict(temperature=None, feature_config_hash="f1", top_k=3, block_frames=6)
-    write_cache(tmp_path / "clean", teacher, store, **kw)
-    real_add, calls = cache_mod._add_block, []
+    kw = dict(temperature=None, feature_config_hash="f1", top_k=3, block_frames=9, batch_frames=4)
+    clean = write_cache(tmp_path / "clean", teacher, store, **kw)
+    real, computed = cache_mod._block_targets, []
 
-    def dies_on_third_block(*args):
-        calls.append(1)
-        if len(calls) == 5:  # values + indices of two blocks written, then the process "dies"
-            raise KeyboardInterrupt
-        real_add(*args)
+    def dies_on_third_block(teacher, block, job):
+        if len(computed) == 2:
+            raise KeyboardInterrupt  # the process "dies" after two blocks were written
+        computed.append(block.utt_ids)
+        return real(teacher, block, job)
 
-    monkeypatch.setattr(cache_mod, "_add_block", dies_on_third_block)
+    monkeypatch.setattr(cache_mod, "_block_targets", dies_on_third_block)
     with pytest.raises(KeyboardInterrupt):
         write_cache(tmp_path / "c", teacher, store, **kw)
-    assert not (tmp_path / "c").exists() and not list(tmp_path.glob(".c.*"))
-    monkeypatch.setattr(cache_mod, "_add_block", real_add)
-    write_cache(tmp_path / "c", teacher, store, **kw)
+    assert not (tmp_path / "c").exists() and len(list((tmp_path / ".c.partial" / "done").iterdir())) == 2
+    computed.clear()
+    monkeypatch.setattr(cache_mod, "_block_targets", lambda *a: (computed.append(a[1].utt_ids), real(*a))[1])
+    resumed = write_cache(tmp_path / "c", teacher, store, **kw)
+    assert computed == [["utt4"], ["utt5"]]  # blocks (utt0, utt1) (utt2, utt3) were done: (utt4) (utt5) remain
     assert cache_bytes_on_disk(tmp_path / "c") == cache_bytes_on_disk(tmp_path / "clean")
+    assert resumed == clean and not (tmp_path / ".c.partial").exists()
+    # a partial dir of another plan (here: another k) is discarded, not mixed in
+    (tmp_path / ".d.partial" / "done").mkdir(parents=True)
+    (tmp_path / ".d.partial" / "plan.json").write_text("{}")
+    write_cache(tmp_path / "d", teacher, store, **{**kw, "top_k": 3})
+    assert cache_bytes_on_disk(tmp_path / "d") == cache_bytes_on_disk(tmp_path / "clean")
+    monkeypatch.setattr(cache_mod, "_block_targets", real)
+    write_cache(tmp_path / "nj2", teacher, store, jobs=Jobs(nj=2), **kw)
+    assert cache_bytes_on_disk(tmp_path / "nj2") == cache_bytes_on_disk(tmp_path / "clean")
 
 
 def test_cache_refuses_when_disk_is_short(tmp_path, monkeypatch):
@@ -228,15 +242,10 @@ def test_cache_refuses_when_disk_is_short(tmp_path, monkeypatch):
     teacher = make_teacher(tmp_path, "arith")
     need = cache_bytes(data.num_frames, NUM_PDFS, None)
     monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: SimpleNamespace(total=10**9, used=0, free=need - 1))
-    with pytest.raises(AsrKdError, match=rf"needs 0.00 GB but .* has 0.00 GB free.*--top-k"):
+    with pytest.raises(AsrKdError, match=rf"out/c: the cache needs 0.00 GB more but .*out has 0.00 GB free.*--top-k"):
         write_cache(tmp_path / "out" / "c", teacher, data, temperature=1.0, feature_config_hash="f1")
     assert not (tmp_path / "out" / "c").exists()
-    # a partial dir of a killed run is named, and top-k (smaller) fits
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / ".c.abc.tmp").mkdir()
-    with pytest.raises(AsrKdError, match=r"1 partial dir\(s\) of killed runs.*\.c\.abc\.tmp"):
-        write_cache(tmp_path / "out" / "c", teacher, data, temperature=1.0, feature_config_hash="f1")
-    write_cache(tmp_path / "out" / "c", teacher, data, temperature=1.0, feature_config_hash="f1", top_k=2)
+    write_cache(tmp_path / "out" / "c", teacher, data, temperature=1.0, feature_config_hash="f1", top_k=2)  # fits
     assert (tmp_path / "out" / "c" / "meta.json").is_file()
 
 

@@ -1,18 +1,25 @@
 """Cached teacher targets: computed once per utterance, keyed by utterance id, checked on load.
 
-Directory layout (written atomically by `write_cache`)::
+Directory layout (published by one rename when complete, see `write_cache`)::
 
     meta.json  {"format", "target": "probs"|"logits", "combination", "temperature" (null for logits),
-                "teacher_sha256": [...sorted], "feature_config_hash", "num_pdfs", "top_k" (null = full),
-                "input_specs", "num_utts", "num_frames", "bytes", "full_fp16_bytes",
-                "kept_mass_mean", "kl_topk_full_mean"}
+                "teacher_sha256": [...sorted], "feature_config_hash", "feature_store", "num_pdfs",
+                "top_k" (null = full), "input_specs", "num_utts", "num_frames", "bytes",
+                "full_fp16_bytes", "kept_mass_mean", "kl_topk_full_mean"}
     values/    RaggedStore float16, (frames, num_pdfs) or (frames, top_k)
     indices/   RaggedStore int16 (int32 past 32767 pdfs), (frames, top_k): the pdf ids of `values` (top-k caches only)
 
 An `arith` cache holds probabilities at one T; a `geo` cache holds the mean member logits, so it
 serves any T. Top-k keeps the k largest entries: probabilities are renormalised over them, logits
 are renormalised implicitly by the softmax over the support. `CachedTeacher` refuses a cache made
-by another teacher, combination, temperature or feature config, or missing an utterance.
+by another teacher, combination, temperature or feature config, or missing an utterance or
+differing in its frame count; the messages name the cache's feature store and the transfer set.
+
+Scale: the writer never holds more than one block of feature rows and their targets; the reader
+memory-maps the cache and gathers each batch's rows (full fp16 targets of LibriSpeech-100 at 2,000
+pdfs are ~144 GB, which no trainer should load). The pre-sized, filled-in-place layout (rather
+than RaggedStoreWriter's append stream) is what lets blocks resume after a kill and run in other
+processes or machines without a concatenation pass over the finished bytes.
 """
 from __future__ import annotations
 
@@ -24,15 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from asr_kd.data.store import RaggedStore, RaggedStoreWriter
+from asr_kd.data.store import RaggedStore, write_store_index
 from asr_kd.distill.losses import Targets
 from asr_kd.distill.teachers import OnlineTeacher, TeacherSpec
 from asr_kd.errors import AsrKdError
-from asr_kd.io import atomic_path, read_json, write_json
+from asr_kd.io import make_temp_dir, read_json, replace_dir, write_json
 from asr_kd.nnet.ensemble import combine_logits
 from asr_kd.nnet.frames import FrameData, check_finite
+from asr_kd.parallel import Jobs, run_shards, split
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = "asr_kd.teacher_cache/1"
@@ -79,25 +86,44 @@ def choose_top_k(num_frames: int, num_pdfs: int, top_k: int | None, budget_bytes
 def check_disk_space(path: str | os.PathLike, need: int, hint: str = "") -> None:
     """Refuse before writing anything when the filesystem of `path` has less than `need` bytes free."""
     path = Path(path)
-    where = next(p for p in [path.parent, *path.parent.parents] if p.exists())
+    where = next(p for p in [path, *path.parents] if p.exists())
     free = shutil.disk_usage(where).free
     if need > free:
-        stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.exists() else []
-        leftovers = f"; {len(stale)} partial dir(s) of killed runs there can go: {stale[0]}..." if stale else ""
-        raise AsrKdError(f"{path}: the cache needs {need / 1e9:.2f} GB but {where} has {free / 1e9:.2f} GB free"
-                         f"{leftovers}; free space, write elsewhere{hint}")
+        raise AsrKdError(f"{path}: the cache needs {need / 1e9:.2f} GB more but {where} has {free / 1e9:.2f} GB free; "
+                         f"free space, write elsewhere{hint}")
+
+
+@dataclass
+class CacheJob:
+    """What a shard of blocks needs to compute and write its rows: paths and small values only
+    (pickled for pool or Dask workers); `teacher`/`source` objects are used as they are in-process."""
+
+    partial: str
+    models: list[str]
+    combination: str
+    device: str
+    source: str | FrameData | RaggedStore
+    target: str
+    temperature: float
+    top_k: int | None
+    batch_frames: int
+    block_frames: int
+    threads: int = 0  # torch threads of a worker process (0: leave torch's default)
+    teacher: OnlineTeacher | None = None
 
 
 def write_cache(path: str | os.PathLike, teacher: OnlineTeacher, source: FrameData | RaggedStore, *,
                 temperature: float | None, feature_config_hash: str, top_k: int | None = None,
-                batch_frames: int = 8192, block_frames: int = 1 << 18) -> CacheReport:
+                batch_frames: int = 8192, block_frames: int = 1 << 18, jobs: Jobs = Jobs()) -> CacheReport:
     """Run `teacher` on every utterance of `source` and store its targets keyed by utterance id.
 
     `source` is a feature store (read block by block from its memory map: about `block_frames`
     frames of whole utterances at a time, never the whole set) or a FrameData. Each batch of
-    `batch_frames` frames is one stacked forward of all members. The cache appears at `path` only
-    when complete (written in a sibling temp dir, then renamed), and the same inputs give the same
-    bytes, so after a kill the same command simply starts again.
+    `batch_frames` frames is one stacked forward of all members. Blocks fill their own rows of a
+    pre-sized file in `.<name>.partial/` and each records its completion, so a killed run resumes
+    where it stopped, and `jobs` (nj > 1 or Dask, store sources only) may run shards of blocks in
+    other processes. The cache appears at `path` only when complete (one rename), and the bytes
+    depend only on the inputs, `block_frames` and `batch_frames`, never on `jobs` or on a resume.
 
     For top-k, reports the mean kept probability mass m and mean KL(top-k || full) = mean -log m
     (KL(full || top-k) is infinite: the renormalised top-k distribution is zero off its support).
@@ -107,50 +133,123 @@ def write_cache(path: str | os.PathLike, teacher: OnlineTeacher, source: FrameDa
     target = "logits" if teacher.combination == "geo" else "probs"
     if target == "probs" and temperature is None:
         raise AsrKdError(f"{path}: an 'arith' cache stores probabilities at one temperature; give --temperature")
-    t_stats = float(temperature) if target == "probs" else 1.0
-    num_pdfs = teacher.num_pdfs
+    path, num_pdfs = Path(path), teacher.num_pdfs
     top_k = min(top_k, num_pdfs) if top_k else None
-    rows, offsets, utt_ids, name = _rows_of(source)
-    need = cache_bytes(int(offsets[-1]), num_pdfs, top_k)
-    log.info("teacher cache %s: %d utts, %d frames, %s -> %.3f GB to write (full fp16: %.3f GB)", path, len(utt_ids),
-             offsets[-1], f"top-{top_k}" if top_k else "full fp16", need / 1e9,
-             cache_bytes(int(offsets[-1]), num_pdfs, None) / 1e9)
+    if isinstance(source, RaggedStore):
+        check_finite(source)
+    offsets, utt_ids, name = _index_of(source)
+    num_frames = int(offsets[-1])
+    meta = {"format": CACHE_FORMAT, "target": target, "combination": teacher.combination,
+            "temperature": None if target == "logits" else float(temperature),
+            "teacher_sha256": list(teacher.spec.sha256), "feature_config_hash": feature_config_hash,
+            "feature_store": name, "num_pdfs": num_pdfs, "top_k": top_k, "input_specs": teacher.input_specs}
+    blocks = block_bounds(offsets, block_frames)
+    partial = _open_partial(path, {**meta, "num_frames": num_frames, "num_utts": len(utt_ids),
+                                   "block_frames": block_frames, "batch_frames": batch_frames})
+    todo = [b for b in range(len(blocks)) if not (partial / "done" / f"{b}.json").is_file()]
+    row_bytes = cache_bytes(1, num_pdfs, top_k)
+    log.info("teacher cache %s: %d utts, %d frames, %s: %.3f GB (full fp16: %.3f GB); %d of %d blocks to compute",
+             path, len(utt_ids), num_frames, f"top-{top_k}" if top_k else "full fp16", row_bytes * num_frames / 1e9,
+             cache_bytes(num_frames, num_pdfs, None) / 1e9, len(todo), len(blocks))
+    need = sum(int(offsets[blocks[b][1]] - offsets[blocks[b][0]]) for b in todo) * row_bytes
     check_disk_space(path, need, "" if top_k else ", or cache the top k pdfs only (--top-k)")
-    device = teacher.device
-    kept_sum = torch.zeros((), dtype=torch.float64, device=device)
-    kl_sum = torch.zeros((), dtype=torch.float64, device=device)
-    with atomic_path(path, is_dir=True) as tmp:
-        values = RaggedStoreWriter(tmp / "values", "float16")
-        indices = RaggedStoreWriter(tmp / "indices", "int16" if num_pdfs < 2**15 else "int32") if top_k else None
-        for block in tqdm(feature_blocks(rows, offsets, utt_ids, name, block_frames, device), desc="cache teacher",
-                          total=None, leave=False, disable=None, mininterval=5):
-            vals, idx = [], []
-            for frames in torch.arange(block.num_frames, device=device).split(batch_frames):
-                member = teacher.member_logits(block, frames)
-                full = member.mean(0) if target == "logits" else combine_logits(member, t_stats, "arith").exp()
-                if top_k:
-                    full, ids, mass = top_k_targets(full, top_k, target, t_stats)
-                    kept_sum += mass.sum()
-                    kl_sum -= mass.clamp_min(1e-300).log().sum()
-                    idx.append(ids)
-                vals.append(full.to(torch.float16))
-            _add_block(values, block, torch.cat(vals))
-            if indices is not None:
-                _add_block(indices, block, torch.cat(idx))
-        meta = {"format": CACHE_FORMAT, "target": target, "combination": teacher.combination,
-                "temperature": None if target == "logits" else t_stats,
-                "teacher_sha256": list(teacher.spec.sha256), "feature_config_hash": feature_config_hash,
-                "feature_store": name, "num_pdfs": num_pdfs, "top_k": top_k, "input_specs": teacher.input_specs}
-        values.close(meta)
-        if indices is not None:
-            indices.close(meta)
-        report = _report(tmp, len(utt_ids), int(offsets[-1]), num_pdfs, kept_sum.item(), kl_sum.item(), bool(top_k))
-        write_json(tmp / "meta.json", {**meta, **report.as_dict()})
+    _allocate(partial, num_frames, num_pdfs, top_k)
+    in_process = jobs.nj <= 1 and jobs.dask_scheduler is None
+    if not in_process and not isinstance(source, RaggedStore):
+        raise AsrKdError(f"{name}: parallel caching (--nj/--dask-scheduler) reads a feature store; got a {type(source)}")
+    job = CacheJob(str(partial), [str(s) for s in teacher.ensemble.sources], teacher.combination, str(teacher.device),
+                   source if in_process else str(source.path), target,
+                   float(temperature) if target == "probs" else 1.0, top_k, batch_frames, block_frames,
+                   0 if in_process else max(1, (os.cpu_count() or 1) // jobs.nj), teacher if in_process else None)
+    run_shards(cache_blocks, split([(b, *blocks[b]) for b in todo], max(1, jobs.nj) * 4 if not in_process else 1),
+               jobs, job, desc="cache teacher")
+    report = _finish(partial, path, meta, offsets, utt_ids, len(blocks), num_pdfs, top_k)
     log.info("teacher cache %s: %d utts, %d frames, %.2f MB (full fp16: %.2f MB)%s", path, report.num_utts,
              report.num_frames, report.bytes / 1e6, report.full_fp16_bytes / 1e6,
              f"; top-{top_k}: mean kept mass {report.kept_mass_mean:.4f}, mean KL(top-k||full) "
-             f"{report.kl_topk_full_mean:.4f} nats at T={t_stats:g}" if report.kept_mass_mean is not None else "")
+             f"{report.kl_topk_full_mean:.4f} nats at T={job.temperature:g}" if report.kept_mass_mean is not None else "")
     return report
+
+
+def block_bounds(offsets: np.ndarray, block_frames: int) -> list[tuple[int, int]]:
+    """(first, end) utterance numbers of consecutive blocks of about `block_frames` frames of whole
+    utterances (an utterance longer than a block is a block alone)."""
+    bounds, u0, n = [], 0, len(offsets) - 1
+    while u0 < n:
+        u1 = min(n, max(u0 + 1, int(np.searchsorted(offsets, offsets[u0] + block_frames, side="right")) - 1))
+        bounds.append((u0, u1))
+        u0 = u1
+    return bounds
+
+
+def _open_partial(path: Path, plan: dict) -> Path:
+    """The resumable work dir `.<name>.partial/` next to `path`; one made for another plan is discarded."""
+    partial = path.parent / f".{path.name}.partial"
+    plan_file = partial / "plan.json"
+    if partial.exists() and (not plan_file.is_file() or read_json(plan_file) != plan):
+        log.warning("%s: left by a run with other inputs or settings; starting afresh", partial)
+        shutil.rmtree(partial)
+    if not partial.exists():
+        tmp = make_temp_dir(partial)
+        (tmp / "done").mkdir()
+        write_json(tmp / "plan.json", plan)
+        os.replace(tmp, partial)
+    return partial
+
+
+def _allocate(partial: Path, num_frames: int, num_pdfs: int, top_k: int | None) -> None:
+    """Pre-size values/ (and indices/) data.bin: each block writes its own rows in place."""
+    for sub, width, dtype in _row_layouts(num_pdfs, top_k):
+        (partial / sub).mkdir(exist_ok=True)
+        size = num_frames * width * np.dtype(dtype).itemsize
+        with open(partial / sub / "data.bin", "ab") as f:
+            if f.tell() != size:
+                f.truncate(size)
+
+
+def _row_layouts(num_pdfs: int, top_k: int | None) -> list[tuple[str, int, str]]:
+    if not top_k:
+        return [("values", num_pdfs, "float16")]
+    return [("values", top_k, "float16"), ("indices", top_k, "int16" if num_pdfs < 2**15 else "int32")]
+
+
+def cache_blocks(blocks: list[tuple[int, int, int]], job: CacheJob) -> None:
+    """Compute and write the rows of `blocks` ((block number, first, end utterance)); a worker's job."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    teacher = job.teacher or OnlineTeacher.load(job.models, job.combination, job.device)
+    source = job.source if not isinstance(job.source, str) else RaggedStore(job.source)
+    rows, offsets, utt_ids, name = _rows_of(source)
+    partial, device = Path(job.partial), teacher.device
+    layouts = _row_layouts(teacher.num_pdfs, job.top_k)
+    files = [np.memmap(partial / sub / "data.bin", dtype=np.dtype(dt).newbyteorder("<"), mode="r+",
+                       shape=(int(offsets[-1]), width)) for sub, width, dt in layouts]
+    for b, u0, u1 in blocks:
+        block = block_data(rows, offsets, utt_ids, name, u0, u1, device)
+        out, kept, kl = _block_targets(teacher, block, job)
+        a, e = int(offsets[u0]), int(offsets[u1])
+        for f, t in zip(files, out):
+            f[a:e] = t.cpu().numpy()
+            f.flush()
+        write_json(partial / "done" / f"{b}.json", {"kept_mass_sum": kept, "kl_sum": kl})
+
+
+def _block_targets(teacher: OnlineTeacher, block: FrameData, job: CacheJob):
+    """([values, (ids)], kept mass sum, KL sum) of one block: one stacked forward per batch of frames."""
+    vals, ids = [], []
+    kept = torch.zeros((), dtype=torch.float64, device=teacher.device)
+    kl = torch.zeros((), dtype=torch.float64, device=teacher.device)
+    for frames in torch.arange(block.num_frames, device=block.device).split(job.batch_frames):
+        member = teacher.member_logits(block, frames)
+        full = member.mean(0) if job.target == "logits" else combine_logits(member, job.temperature, "arith").exp()
+        if job.top_k:
+            full, top, mass = top_k_targets(full, job.top_k, job.target, job.temperature)
+            kept += mass.sum()
+            kl -= mass.clamp_min(1e-300).log().sum()
+            ids.append(top)
+        vals.append(full.to(torch.float16))
+    out = [torch.cat(vals)] + ([torch.cat(ids)] if job.top_k else [])
+    return out, kept.item(), kl.item()
 
 
 def top_k_targets(full: torch.Tensor, k: int, target: str, temperature: float):
@@ -164,43 +263,47 @@ def top_k_targets(full: torch.Tensor, k: int, target: str, temperature: float):
     return vals, ids, mass
 
 
-def _rows_of(source: FrameData | RaggedStore):
-    """(rows, int64 offsets, utterance ids, name) of a feature store (memory-mapped) or a FrameData."""
+def _index_of(source: FrameData | RaggedStore) -> tuple[np.ndarray, list[str], str]:
+    """(int64 utterance offsets, utterance ids, name) of a feature store or a FrameData."""
     if isinstance(source, RaggedStore):
-        check_finite(source)
-        return source.data, np.asarray(source.offsets, dtype=np.int64), source.keys, str(source.path)
-    return source.feats, np.asarray(torch.as_tensor(source.offsets).cpu(), dtype=np.int64), source.utt_ids, source.name
+        return np.asarray(source.offsets, dtype=np.int64), source.keys, str(source.path)
+    return np.asarray(torch.as_tensor(source.offsets).cpu(), dtype=np.int64), source.utt_ids, source.name
 
 
-def feature_blocks(rows, offsets: np.ndarray, utt_ids: list[str], name: str, block_frames: int,
-                   device: torch.device):
-    """Consecutive whole utterances of about `block_frames` frames (one longer utterance alone) as
-    small FrameData objects on `device`: the only feature rows resident at a time."""
-    u0, n = 0, len(utt_ids)
-    while u0 < n:
-        u1 = min(n, max(u0 + 1, int(np.searchsorted(offsets, offsets[u0] + block_frames, side="right")) - 1))
-        a, b = int(offsets[u0]), int(offsets[u1])
-        feats = torch.from_numpy(np.array(rows[a:b], dtype=np.float32)) if isinstance(rows, np.ndarray) \
-            else rows[a:b].float()
-        yield FrameData(feats.to(device), torch.from_numpy(offsets[u0:u1 + 1] - a), utt_ids[u0:u1],
-                        name=f"{name}[utts {u0}:{u1}]")
-        u0 = u1
+def _rows_of(source: FrameData | RaggedStore):
+    """(rows, offsets, utterance ids, name): the memory-mapped store rows, or the FrameData's tensor."""
+    return (source.data if isinstance(source, RaggedStore) else source.feats), *_index_of(source)
 
 
-def _add_block(writer: RaggedStoreWriter, block: FrameData, rows: torch.Tensor) -> None:
-    """Append a block's rows utterance by utterance (one device-to-host copy per block)."""
-    rows = rows.cpu().numpy()
-    offsets = block.offsets.cpu().numpy()
-    for u, utt in enumerate(block.utt_ids):
-        writer.add(utt, rows[offsets[u]:offsets[u + 1]])
+def block_data(rows, offsets: np.ndarray, utt_ids: list[str], name: str, u0: int, u1: int,
+               device: torch.device) -> FrameData:
+    """Utterances u0..u1-1 as a small FrameData on `device`: the only feature rows resident at a time."""
+    a, b = int(offsets[u0]), int(offsets[u1])
+    feats = torch.from_numpy(np.array(rows[a:b], dtype=np.float32)) if isinstance(rows, np.ndarray) \
+        else rows[a:b].float()
+    return FrameData(feats.to(device), torch.from_numpy(offsets[u0:u1 + 1] - a), utt_ids[u0:u1],
+                     name=f"{name}[utts {u0}:{u1}]")
 
 
-def _report(tmp: Path, num_utts: int, num_frames: int, num_pdfs: int, kept_sum: float, kl_sum: float,
-            top_k: bool) -> CacheReport:
-    size = sum(f.stat().st_size for f in tmp.rglob("*.bin"))
-    report = CacheReport(num_utts, num_frames, size, cache_bytes(num_frames, num_pdfs, None))
+def _finish(partial: Path, path: Path, meta: dict, offsets: np.ndarray, utt_ids: list[str], num_blocks: int,
+            num_pdfs: int, top_k: int | None) -> CacheReport:
+    """Index the filled stores, sum the block statistics in block order, publish `path` by one rename."""
+    missing = [b for b in range(num_blocks) if not (partial / "done" / f"{b}.json").is_file()]
+    if missing:
+        raise AsrKdError(f"{partial}: blocks {missing[:5]} were not written; re-run the command")
+    stats = [read_json(partial / "done" / f"{b}.json") for b in range(num_blocks)]
+    for sub, width, dtype in _row_layouts(num_pdfs, top_k):
+        write_store_index(partial / sub, utt_ids, offsets, dtype, (width,), meta)
+    num_frames = int(offsets[-1])
+    report = CacheReport(len(utt_ids), num_frames, sum(f.stat().st_size for f in partial.rglob("*.bin")),
+                         cache_bytes(num_frames, num_pdfs, None))
     if top_k and num_frames:
-        report.kept_mass_mean, report.kl_topk_full_mean = kept_sum / num_frames, kl_sum / num_frames
+        report.kept_mass_mean = sum(s["kept_mass_sum"] for s in stats) / num_frames
+        report.kl_topk_full_mean = sum(s["kl_sum"] for s in stats) / num_frames
+    write_json(partial / "meta.json", {**meta, **report.as_dict()})
+    shutil.rmtree(partial / "done")
+    (partial / "plan.json").unlink()
+    replace_dir(partial, path)
     return report
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from asr_kd.parallel import add_job_args, jobs_from_args
+
 NONE = "none"
 
 
@@ -25,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget-gb", type=float, default=64.0, help="largest full fp16 cache to write without --top-k")
     p.add_argument("--batch-frames", type=int, default=8192, help="frames per stacked forward pass of all members")
     p.add_argument("--device", default="cpu")
+    add_job_args(p)
     p.set_defaults(func=_cache_teacher)
 
     p = sub.add_parser("distill", help="train a student on a teacher's soft targets (+ hard labels)")
@@ -111,7 +114,7 @@ def _cache_teacher(args) -> None:
     teacher = OnlineTeacher.load(args.models, args.combination, args.device)
     top_k = choose_top_k(int(feats.offsets[-1]), teacher.num_pdfs, args.top_k, args.budget_gb * 1e9)
     report = write_cache(args.out, teacher, feats, temperature=args.temperature, batch_frames=args.batch_frames,
-                         feature_config_hash=feature_config_hash(args.feats), top_k=top_k)
+                         feature_config_hash=feature_config_hash(args.feats), top_k=top_k, jobs=jobs_from_args(args))
     print(json.dumps({"out": args.out, **report.as_dict()}))
 
 
