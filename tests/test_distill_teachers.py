@@ -241,10 +241,11 @@ def test_cache_refuses_when_disk_is_short(tmp_path, monkeypatch):
     data = make_data()
     teacher = make_teacher(tmp_path, "arith")
     need = cache_bytes(data.num_frames, NUM_PDFS, None)
+    (tmp_path / "out").mkdir()
     monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: SimpleNamespace(total=10**9, used=0, free=need - 1))
     with pytest.raises(AsrKdError, match=rf"out/c: the cache needs 0.00 GB more but .*out has 0.00 GB free.*--top-k"):
         write_cache(tmp_path / "out" / "c", teacher, data, temperature=1.0, feature_config_hash="f1")
-    assert not (tmp_path / "out" / "c").exists()
+    assert not list((tmp_path / "out").iterdir())  # nothing written, not even the work dir
     write_cache(tmp_path / "out" / "c", teacher, data, temperature=1.0, feature_config_hash="f1", top_k=2)  # fits
     assert (tmp_path / "out" / "c" / "meta.json").is_file()
 

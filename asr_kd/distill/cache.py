@@ -128,15 +128,9 @@ def write_cache(path: str | os.PathLike, teacher: OnlineTeacher, source: FrameDa
     For top-k, reports the mean kept probability mass m and mean KL(top-k || full) = mean -log m
     (KL(full || top-k) is infinite: the renormalised top-k distribution is zero off its support).
     """
-    if teacher.spec is None:
-        raise AsrKdError(f"{path}: cannot cache a teacher without weight checksums (load it with OnlineTeacher.load)")
-    target = "logits" if teacher.combination == "geo" else "probs"
-    if target == "probs" and temperature is None:
-        raise AsrKdError(f"{path}: an 'arith' cache stores probabilities at one temperature; give --temperature")
     path, num_pdfs = Path(path), teacher.num_pdfs
+    target = _check_request(path, teacher, source, temperature, jobs)
     top_k = min(top_k, num_pdfs) if top_k else None
-    if isinstance(source, RaggedStore):
-        check_finite(source)
     offsets, utt_ids, name = _index_of(source)
     num_frames = int(offsets[-1])
     meta = {"format": CACHE_FORMAT, "target": target, "combination": teacher.combination,
@@ -144,8 +138,9 @@ def write_cache(path: str | os.PathLike, teacher: OnlineTeacher, source: FrameDa
             "teacher_sha256": list(teacher.spec.sha256), "feature_config_hash": feature_config_hash,
             "feature_store": name, "num_pdfs": num_pdfs, "top_k": top_k, "input_specs": teacher.input_specs}
     blocks = block_bounds(offsets, block_frames)
-    partial = _open_partial(path, {**meta, "num_frames": num_frames, "num_utts": len(utt_ids),
-                                   "block_frames": block_frames, "batch_frames": batch_frames})
+    plan = {**meta, "num_frames": num_frames, "num_utts": len(utt_ids), "block_frames": block_frames,
+            "batch_frames": batch_frames}
+    partial = _partial_dir(path, plan)
     todo = [b for b in range(len(blocks)) if not (partial / "done" / f"{b}.json").is_file()]
     row_bytes = cache_bytes(1, num_pdfs, top_k)
     log.info("teacher cache %s: %d utts, %d frames, %s: %.3f GB (full fp16: %.3f GB); %d of %d blocks to compute",
@@ -153,15 +148,13 @@ def write_cache(path: str | os.PathLike, teacher: OnlineTeacher, source: FrameDa
              cache_bytes(num_frames, num_pdfs, None) / 1e9, len(todo), len(blocks))
     need = sum(int(offsets[blocks[b][1]] - offsets[blocks[b][0]]) for b in todo) * row_bytes
     check_disk_space(path, need, "" if top_k else ", or cache the top k pdfs only (--top-k)")
-    _allocate(partial, num_frames, num_pdfs, top_k)
+    _allocate(partial, plan, num_pdfs, top_k)
     in_process = jobs.nj <= 1 and jobs.dask_scheduler is None
-    if not in_process and not isinstance(source, RaggedStore):
-        raise AsrKdError(f"{name}: parallel caching (--nj/--dask-scheduler) reads a feature store; got a {type(source)}")
     job = CacheJob(str(partial), [str(s) for s in teacher.ensemble.sources], teacher.combination, str(teacher.device),
                    source if in_process else str(source.path), target,
-                   float(temperature) if target == "probs" else 1.0, top_k, batch_frames, block_frames,
-                   0 if in_process else max(1, (os.cpu_count() or 1) // jobs.nj), teacher if in_process else None)
-    run_shards(cache_blocks, split([(b, *blocks[b]) for b in todo], max(1, jobs.nj) * 4 if not in_process else 1),
+                   float(temperature) if target == "probs" else 1.0, top_k, batch_frames, block_frames, 0 if in_process else max(1, (os.cpu_count() or 1) // jobs.nj),
+                   teacher if in_process else None)
+    run_shards(cache_blocks, split([(b, *blocks[b]) for b in todo], 1 if in_process else jobs.nj * 4),
                jobs, job, desc="cache teacher")
     report = _finish(partial, path, meta, offsets, utt_ids, len(blocks), num_pdfs, top_k)
     log.info("teacher cache %s: %d utts, %d frames, %.2f MB (full fp16: %.2f MB)%s", path, report.num_utts,
@@ -169,6 +162,23 @@ def write_cache(path: str | os.PathLike, teacher: OnlineTeacher, source: FrameDa
              f"; top-{top_k}: mean kept mass {report.kept_mass_mean:.4f}, mean KL(top-k||full) "
              f"{report.kl_topk_full_mean:.4f} nats at T={job.temperature:g}" if report.kept_mass_mean is not None else "")
     return report
+
+
+def _check_request(path: Path, teacher: OnlineTeacher, source, temperature: float | None, jobs: Jobs) -> str:
+    """Refuse what cannot be cached, before anything is written; returns the target kind."""
+    if teacher.spec is None:
+        raise AsrKdError(f"{path}: cannot cache a teacher without weight checksums (load it with OnlineTeacher.load)")
+    target = "logits" if teacher.combination == "geo" else "probs"
+    if target == "probs" and temperature is None:
+        raise AsrKdError(f"{path}: an 'arith' cache stores probabilities at one temperature; give --temperature")
+    if isinstance(source, RaggedStore):
+        check_finite(source)
+    elif jobs.nj > 1 or jobs.dask_scheduler is not None:
+        raise AsrKdError(f"{source.name}: parallel caching (--nj/--dask-scheduler) reads a feature store, "
+                         "not a FrameData")
+    if jobs.nj > 1 and jobs.dask_scheduler is None and teacher.device.type != "cpu":
+        raise AsrKdError(f"{path}: --nj {jobs.nj} forks CPU worker processes; on {teacher.device} use one process")
+    return target
 
 
 def block_bounds(offsets: np.ndarray, block_frames: int) -> list[tuple[int, int]]:
@@ -182,26 +192,27 @@ def block_bounds(offsets: np.ndarray, block_frames: int) -> list[tuple[int, int]
     return bounds
 
 
-def _open_partial(path: Path, plan: dict) -> Path:
+def _partial_dir(path: Path, plan: dict) -> Path:
     """The resumable work dir `.<name>.partial/` next to `path`; one made for another plan is discarded."""
     partial = path.parent / f".{path.name}.partial"
     plan_file = partial / "plan.json"
     if partial.exists() and (not plan_file.is_file() or read_json(plan_file) != plan):
         log.warning("%s: left by a run with other inputs or settings; starting afresh", partial)
         shutil.rmtree(partial)
+    return partial
+
+
+def _allocate(partial: Path, plan: dict, num_pdfs: int, top_k: int | None) -> None:
+    """Create the work dir (once) and pre-size values/ (and indices/) data.bin: each block writes its
+    own rows in place."""
     if not partial.exists():
         tmp = make_temp_dir(partial)
         (tmp / "done").mkdir()
         write_json(tmp / "plan.json", plan)
         os.replace(tmp, partial)
-    return partial
-
-
-def _allocate(partial: Path, num_frames: int, num_pdfs: int, top_k: int | None) -> None:
-    """Pre-size values/ (and indices/) data.bin: each block writes its own rows in place."""
     for sub, width, dtype in _row_layouts(num_pdfs, top_k):
         (partial / sub).mkdir(exist_ok=True)
-        size = num_frames * width * np.dtype(dtype).itemsize
+        size = plan["num_frames"] * width * np.dtype(dtype).itemsize
         with open(partial / sub / "data.bin", "ab") as f:
             if f.tell() != size:
                 f.truncate(size)
