@@ -61,7 +61,6 @@ class CacheReport:
 
 
 DEFAULT_TOP_K = 20  # the fallback when full targets exceed the budget (AN4 figures: docs/ARTIFACTS.md)
-DEFAULT_BUDGET_GB = 64.0  # full fp16 up to this size; LibriSpeech-100 at 2,000 pdfs (~144 GB) gets top-k
 
 
 def cache_bytes(num_frames: int, num_pdfs: int, top_k: int | None) -> int:
@@ -152,8 +151,9 @@ def write_cache(path: str | os.PathLike, teacher: OnlineTeacher, source: FrameDa
     in_process = jobs.nj <= 1 and jobs.dask_scheduler is None
     job = CacheJob(str(partial), [str(s) for s in teacher.ensemble.sources], teacher.combination, str(teacher.device),
                    source if in_process else str(source.path), target,
-                   float(temperature) if target == "probs" else 1.0, top_k, batch_frames, block_frames, 0 if in_process else max(1, (os.cpu_count() or 1) // jobs.nj),
-                   teacher if in_process else None)
+                   float(temperature) if target == "probs" else 1.0, top_k, batch_frames, block_frames,
+                   threads=0 if in_process else max(1, (os.cpu_count() or 1) // jobs.nj),
+                   teacher=teacher if in_process else None)
     run_shards(cache_blocks, split([(b, *blocks[b]) for b in todo], 1 if in_process else jobs.nj * 4),
                jobs, job, desc="cache teacher")
     report = _finish(partial, path, meta, offsets, utt_ids, len(blocks), num_pdfs, top_k)
