@@ -69,9 +69,14 @@ def read_json(path: str | os.PathLike) -> dict:
         return json.load(f)
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file: the checksum stored in meta.json to tie artifacts to models."""
-    h = hashlib.sha256()
+    return hash_file(path, "sha256")
+
+
+def hash_file(path: str | os.PathLike, algorithm: str, chunk: int = 1 << 20) -> str:
+    """Hex digest of a file with any hashlib algorithm (downloads are checked against md5 or sha256)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)

@@ -62,7 +62,7 @@ def main() -> None:
         subset = subset_datadir(data, os.path.join(scratch, "data"), utts=utts) if args.num_utts else data
         for jobs in args.jobs:
             seconds, store = timed(lambda: compute_features(subset, os.path.join(scratch, f"f{jobs}"), cfg,
-                                                            num_jobs=jobs))
+                                                            jobs=jobs))
             report["compute_features"][f"jobs_{jobs}"] = {
                 "seconds": round(seconds, 3), "rtf_per_core": round(seconds * jobs / audio_s, 5),
                 "frames_per_s": round(store.meta["num_frames"] / seconds), "vs_read_only": round(seconds / read_s, 2)}

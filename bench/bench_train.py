@@ -9,7 +9,8 @@ index arithmetic; "dataloader" pre-splices every frame's window into a TensorDat
 shuffling DataLoader (what a straightforward PyTorch script does), copying each batch to the device.
 It also times K stacked members (one vmap-ed step) vs K sequential runs (K x one model's time), and
 on CUDA reports MFU (training FLOPs = 3 x forward FLOPs of the linear layers, against the bf16
-dense peak given by --peak-tflops, H100 SXM = 989).
+dense peak of the GPU: known from its name (H100 SXM / H200 989, A100 312) or given by --peak-tflops).
+bench/gpu_check.py reuses these functions.
 """
 from __future__ import annotations
 
@@ -89,6 +90,46 @@ def time_dataloader(learner, cfg: TrainConfig, data: FrameData, steps: int, warm
     return cfg.batch_size * steps / (time.perf_counter() - t0)
 
 
+# bf16 dense peak TFLOPS by device name (datasheets, SXM parts); None = unknown (no MFU reported).
+BF16_PEAK_TFLOPS = (("H200", 989.0), ("H100", 989.0), ("A100", 312.0))
+
+
+def bf16_peak_tflops(device_name: str) -> float | None:
+    """The bf16 dense peak of a known GPU; H100 PCIe/NVL parts have lower clocks, so they are unknown here."""
+    if "H100" in device_name and ("PCIe" in device_name or "NVL" in device_name):
+        return None
+    return next((peak for key, peak in BF16_PEAK_TFLOPS if key in device_name), None)
+
+
+def train_flops_per_s(model: torch.nn.Module, frames_per_s: float) -> float:
+    """Training FLOP/s: forward + backward = 3 x the linear layers' forward FLOPs per frame."""
+    return 3 * flops_per_frame(model) * frames_per_s
+
+
+def pipeline_rates(spec: ModelSpec, cfg: TrainConfig, data: FrameData, steps: int, warmup: int, repeats: int,
+                   autocast: bool, loader_steps: int | None = None) -> tuple[float, float]:
+    """Median frames/s of (ours, dataloader) for one model, the two alternated `repeats` times
+    (the DataLoader loop timed over `loader_steps`, default `steps`: it may be far slower)."""
+    runs = [(time_ours(make_learner(spec, 1, data.device), cfg, data, steps, warmup, autocast),
+             time_dataloader(make_learner(spec, 1, data.device), cfg, data, loader_steps or steps, warmup, autocast))
+            for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def make_learner(spec: ModelSpec, k: int, device):
+    """One model (k = 1) or k stacked members (seeds 0..k-1) trained in one vmap-ed step."""
+    if k == 1:
+        return SingleLearner(init_model(spec, 1).to(device))
+    return StackedLearner([init_model(spec, s).to(device) for s in range(k)])
+
+
+def member_rate(spec: ModelSpec, cfg: TrainConfig, data: FrameData, k: int, steps: int, warmup: int,
+                repeats: int, autocast: bool) -> float:
+    """Median member-frames/s of k members trained together (k = 1: one model, i.e. sequential training)."""
+    return statistics.median(time_ours(make_learner(spec, k, data.device), cfg, data, steps, warmup, autocast)
+                             for _ in range(repeats))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
@@ -98,7 +139,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3, help="alternate the pipelines this often; report medians")
     p.add_argument("--k", type=int, default=4, help="members for the stacked vs sequential comparison")
-    p.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM: 989)")
+    p.add_argument("--peak-tflops", type=float, help="bf16 dense peak (default: known from the GPU's name)")
     args = p.parse_args()
     device = resolve_device(args.device)
     if args.paper:
@@ -112,25 +153,22 @@ def main() -> None:
     data = synthetic(args.frames, 40, num_pdfs, device)
     spec = ModelSpec(model, 40, cfg.left_context, cfg.right_context, num_pdfs)
     autocast = device.type == "cuda"
-    single = lambda seed=1: SingleLearner(init_model(spec, seed).to(device))  # noqa: E731
-    runs = [(time_ours(single(), cfg, data, args.steps, args.warmup, autocast),
-             time_dataloader(single(), cfg, data, args.steps, args.warmup, autocast)) for _ in range(args.repeats)]
-    ours, loader = (statistics.median(r[i] for r in runs) for i in (0, 1))
-    fpf = flops_per_frame(init_model(spec, 1))
+    ours, loader = pipeline_rates(spec, cfg, data, args.steps, args.warmup, args.repeats, autocast)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
+    flops = train_flops_per_s(init_model(spec, 1), ours)
     result = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
+        "device": name,
         "model": f"{model.hidden_layers}x{model.hidden_dim}", "window": cfg.left_context + 1 + cfg.right_context,
         "num_pdfs": num_pdfs, "params": count_params(init_model(spec, 1)), "batch_size": cfg.batch_size,
         "precision": "bf16 autocast" if autocast else "fp32", "steps": args.steps, "repeats": args.repeats,
         "ours_frames_per_s": round(ours), "dataloader_frames_per_s": round(loader), "speedup": round(ours / loader, 2),
-        "train_tflops_per_s": round(3 * fpf * ours / 1e12, 3),
+        "train_tflops_per_s": round(flops / 1e12, 3),
     }
-    if device.type == "cuda":
-        result["mfu"] = round(3 * fpf * ours / (args.peak_tflops * 1e12), 3)
+    peak = args.peak_tflops or (bf16_peak_tflops(name) if device.type == "cuda" else None)
+    if peak:
+        result["mfu"] = round(flops / (peak * 1e12), 3)
     if args.k > 1:
-        stacked = StackedLearner([init_model(spec, s).to(device) for s in range(args.k)])
-        k_rate = statistics.median(time_ours(stacked, cfg, data, args.steps, args.warmup, autocast)
-                                   for _ in range(args.repeats))
+        k_rate = member_rate(spec, cfg, data, args.k, args.steps, args.warmup, args.repeats, autocast)
         result.update({"k": args.k, "stacked_member_frames_per_s": round(k_rate),
                        "sequential_member_frames_per_s": round(ours), "stacked_vs_sequential": round(k_rate / ours, 2)})
     print(json.dumps(result, indent=2))

@@ -1,11 +1,12 @@
 """CMU AN4 (census, close-talking): data/{train,dev,test} and data/local/dict from the CMU release.
 
-    python -m data_prep.an4 download --dest DIR        # the official CMU tarball (NIST SPHERE)
+    python -m data_prep.an4 download --dest DIR        # the official CMU tarball (NIST SPHERE), ~64 MB
     python -m data_prep.an4 prepare --corpus DIR/an4 --out recipes/an4/data
 
 Layout read: `etc/an4_{train,test}.fileids` (paths without extension under `wav/`),
 `etc/an4_{train,test}.transcription` (`<s> WORDS </s> (utt)`), `etc/an4.dic`, and audio
-`wav/an4{,test}_clstk/<speaker>/<utt>.{sph,wav,flac}` (whichever exists; soundfile reads all).
+`wav/an4{,test}_clstk/<speaker>/<utt>.{sph,wav,flac}` (whichever exists; soundfile reads all: the
+CMU tarball's `.sph` files are uncompressed 16-bit NIST SPHERE, the only kind libsndfile reads).
 
 Choices:
 - utterance ids are `<speaker>-<file name>` (`fash-an251-fash-b`): AN4 file names start with the
@@ -22,10 +23,16 @@ from pathlib import Path
 
 from asr_kd.data.datadir import DataDir, c_order
 from asr_kd.errors import AsrKdError
-from data_prep.common import (Lexicon, Utterance, add_unk, check_oov, corpus_cli, download, extract,
-                              write_dict_dir, write_sets)
+from data_prep.common import Lexicon, Utterance, add_unk, check_oov, corpus_cli, write_dict_dir, write_sets
+from data_prep.download import Remote, fetch_and_unpack
 
-URL = "http://www.speech.cs.cmu.edu/databases/an4/an4_sphere.tar.gz"
+# CMU publishes no checksum and no exact size (its page says "64M"). The sha256 is the one pinned in
+# public code for NeMo's copy of the same file (dldata-public.s3.us-east-2.amazonaws.com/an4_sphere.tar.gz);
+# it was not checked against CMU's copy here (no network). If CMU's bytes differ, the download is
+# refused with both checksums named, and ASR_KD_DOWNLOAD_SHA256 can vouch for the copy (download.py).
+ARCHIVE = Remote("http://www.speech.cs.cmu.edu/databases/an4", "an4_sphere.tar.gz",
+                 sha256="a0525579493735d32b60fb6fa5975dd0eaacde087b0a4eeb7f13b7ef33077b12")
+LOCAL_COPY = "--corpus DIR or AN4_CORPUS=DIR (the an4/ dir holding etc/ and wav/)"
 FILLERS = {"<s>", "</s>", "<sil>"}
 AUDIO_EXTENSIONS = (".flac", ".wav", ".sph")
 DEV_EVERY = 10  # dev = every DEV_EVERY-th training speaker in sorted order
@@ -122,7 +129,7 @@ def add_download_args(parser: argparse.ArgumentParser) -> None:
 
 
 def download_corpus(args: argparse.Namespace) -> None:
-    extract(download(URL, args.dest), args.dest)
+    fetch_and_unpack(ARCHIVE, args.dest, LOCAL_COPY)
     print(f"AN4 is in {find_root(args.dest)}")
 
 

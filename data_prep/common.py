@@ -1,4 +1,4 @@
-"""What every corpus preparer shares: the dict dir, OOV checks, the summary, downloads, the CLI.
+"""What every corpus preparer shares: the dict dir, OOV checks, the summary, the CLI (downloads: download.py).
 
 A preparer's own module only knows its corpus layout; it hands utterances (id, speaker, audio
 path, words) to `write_sets` and a lexicon to `write_dict_dir`.
@@ -9,8 +9,6 @@ import argparse
 import logging
 import re
 import sys
-import tarfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -135,37 +133,6 @@ def summary(sets: dict[str, DataDir]) -> str:
         lines.append(f"{name}: {len(data)} utterances, {len(data.speakers)} speakers, {hours:.2f} hours "
                      f"-> {data.path}")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- downloads
-
-def download(url: str, dest: str | Path) -> Path:
-    """Fetch `url` into directory `dest` (skipped if the file is already there), with a progress bar."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    target = dest / url.rsplit("/", 1)[-1]
-    if target.exists():
-        log.info("%s already downloaded", target)
-        return target
-    partial = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(url) as response, open(partial, "wb") as out, tqdm(
-                total=int(response.headers.get("Content-Length", 0)) or None, unit="B", unit_scale=True,
-                desc=target.name) as bar:
-            while block := response.read(1 << 20):
-                out.write(block)
-                bar.update(len(block))
-    except OSError as e:
-        raise AsrKdError(f"downloading {url}: {e}") from None
-    partial.replace(target)
-    return target
-
-
-def extract(archive: Path, dest: str | Path) -> None:
-    """Unpack a tarball; the 'data' filter refuses absolute paths and links leaving `dest`."""
-    log.info("extracting %s into %s", archive, dest)
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
 
 
 # ---------------------------------------------------------------- command line

@@ -1,6 +1,7 @@
 """LibriSpeech (OpenSLR 12) and mini-LibriSpeech (OpenSLR 31): any subset, one data dir each.
 
-    python -m data_prep.librispeech download --dest DIR --subsets dev-clean-2 train-clean-5 --lexicon
+    python -m data_prep.librispeech download --dest DIR --subsets dev-clean-2 train-clean-5 --lexicon \\
+        [--lm 3-gram.pruned.1e-7.arpa.gz ...]
     python -m data_prep.librispeech prepare --corpus DIR/LibriSpeech --lexicon DIR/librispeech-lexicon.txt \\
         --out recipes/librispeech/data [--subsets dev-clean test-clean]
 
@@ -18,14 +19,34 @@ from pathlib import Path
 
 from asr_kd.data.datadir import DataDir, c_order
 from asr_kd.errors import AsrKdError
-from data_prep.common import (Lexicon, Utterance, add_unk, check_oov, corpus_cli, download, extract,
-                              write_dict_dir, write_sets)
+from data_prep.common import Lexicon, Utterance, add_unk, check_oov, corpus_cli, write_dict_dir, write_sets
+from data_prep.download import Remote, fetch, fetch_and_unpack
 
 OPENSLR = "https://www.openslr.org/resources"
-MINI_SUBSETS = {"dev-clean-2", "train-clean-5"}  # OpenSLR 31; the rest are OpenSLR 12
-SUBSETS = {"dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100", "train-clean-360",
-           "train-other-500"} | MINI_SUBSETS
-LEXICON_URL = f"{OPENSLR}/11/librispeech-lexicon.txt"
+# Subset tarballs: md5 from OpenSLR's md5sum.txt (resources/12 and /31), sizes in bytes from Kaldi's
+# egs/{librispeech,mini_librispeech}/s5/local/download_and_untar.sh.
+SUBSET_ARCHIVES = {
+    "dev-clean": Remote(OPENSLR, "12/dev-clean.tar.gz", 337926286, "42e2234ba48799c1f50f24a7926300a1"),
+    "dev-other": Remote(OPENSLR, "12/dev-other.tar.gz", 314305928, "c8d0bcc9cca99d4f8b62fcc847357931"),
+    "test-clean": Remote(OPENSLR, "12/test-clean.tar.gz", 346663984, "32fa31d27d2e1cad72775fee3f4849a9"),
+    "test-other": Remote(OPENSLR, "12/test-other.tar.gz", 328757843, "fb5a50374b501bb3bac4815ee91d3135"),
+    "train-clean-100": Remote(OPENSLR, "12/train-clean-100.tar.gz", 6387309499, "2a93770f6d5c6c964bc36631d331a522"),
+    "train-clean-360": Remote(OPENSLR, "12/train-clean-360.tar.gz", 23049477885, "c0e676e450a7ff2f54aeade5171606fa"),
+    "train-other-500": Remote(OPENSLR, "12/train-other-500.tar.gz", 30593501606, "d1a0fd59409feb2c614ce4d30c387708"),
+    "dev-clean-2": Remote(OPENSLR, "31/dev-clean-2.tar.gz", 126046265, "6d7ab67ac6a1d2c993d050e16d61080d"),
+    "train-clean-5": Remote(OPENSLR, "31/train-clean-5.tar.gz", 332954390, "5df7d4e78065366204ca6845bb08f490"),
+}
+SUBSETS = set(SUBSET_ARCHIVES)
+# OpenSLR 11 (lexicon, LMs) lists no checksums: sizes in bytes from Kaldi's egs/librispeech/s5/local/download_lm.sh.
+LEXICON = Remote(OPENSLR, "11/librispeech-lexicon.txt", 5627646)
+LMS = {remote.filename: remote for remote in (
+    Remote(OPENSLR, "11/3-gram.arpa.gz", 759636181),
+    Remote(OPENSLR, "11/3-gram.pruned.1e-7.arpa.gz", 34094057),
+    Remote(OPENSLR, "11/3-gram.pruned.3e-7.arpa.gz", 13654242),
+    Remote(OPENSLR, "11/4-gram.arpa.gz", 1355172078),
+    Remote(OPENSLR, "11/librispeech-vocab.txt", 1737588))}
+LOCAL_COPY = ("--corpus DIR (holding the subset dirs) or LIBRISPEECH_CORPUS=DIR, and --lexicon FILE "
+              "(librispeech-lexicon.txt)")
 
 
 def find_root(corpus: str | Path) -> Path:
@@ -66,7 +87,7 @@ def read_lexicon(path: str | Path | None) -> Lexicon:
     """librispeech-lexicon.txt: `WORD<tab>PH1 PH2 ...`, one line per pronunciation."""
     if path is None or not Path(path).is_file():
         raise AsrKdError(f"LibriSpeech lexicon {path or '(none given)'} not found: pass --lexicon with the "
-                         f"official librispeech-lexicon.txt, from {LEXICON_URL} or "
+                         f"official librispeech-lexicon.txt, from {LEXICON.url} or "
                          "`python -m data_prep.librispeech download --dest DIR --lexicon`")
     lexicon = []
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
@@ -113,19 +134,16 @@ def add_download_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dest", required=True, help="directory to download and unpack into (gets LibriSpeech/)")
     parser.add_argument("--subsets", nargs="*", default=[], choices=sorted(SUBSETS))
     parser.add_argument("--lexicon", action="store_true", help="also fetch librispeech-lexicon.txt")
-
-
-def subset_url(subset: str) -> str:
-    return f"{OPENSLR}/{31 if subset in MINI_SUBSETS else 12}/{subset}.tar.gz"
+    parser.add_argument("--lm", nargs="*", default=[], choices=sorted(LMS), help="official LM files to fetch")
 
 
 def download_corpus(args: argparse.Namespace) -> None:
-    if not args.subsets and not args.lexicon:
-        raise AsrKdError("nothing to download: name --subsets and/or --lexicon")
+    if not args.subsets and not args.lexicon and not args.lm:
+        raise AsrKdError("nothing to download: name --subsets, --lexicon and/or --lm")
     for subset in args.subsets:
-        extract(download(subset_url(subset), args.dest), args.dest)
-    if args.lexicon:
-        print(f"lexicon: {download(LEXICON_URL, args.dest)}")
+        fetch_and_unpack(SUBSET_ARCHIVES[subset], args.dest, LOCAL_COPY)
+    for remote in ([LEXICON] if args.lexicon else []) + [LMS[name] for name in args.lm]:
+        print(f"{remote.filename}: {fetch(remote, args.dest, LOCAL_COPY)}")
 
 
 def main(argv: list[str] | None = None) -> int:

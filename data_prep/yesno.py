@@ -1,6 +1,6 @@
 """waves_yesno (OpenSLR 1): 60 recordings of eight Hebrew "yes"/"no" words each, 8 kHz.
 
-    python -m data_prep.yesno download --dest DIR
+    python -m data_prep.yesno download --dest DIR      # waves_yesno.tar.gz, ~4.5 MB
     python -m data_prep.yesno prepare --corpus DIR/waves_yesno --out recipes/yesno/data
 
 The file name is the transcript (`0_1_1_0_...wav`: 1 = YES, 0 = NO). As in Kaldi's egs/yesno,
@@ -16,9 +16,13 @@ from pathlib import Path
 
 from asr_kd.data.datadir import DataDir, c_order
 from asr_kd.errors import AsrKdError
-from data_prep.common import Utterance, corpus_cli, download, extract, write_dict_dir, write_sets
+from data_prep.common import Utterance, corpus_cli, write_dict_dir, write_sets
+from data_prep.download import Remote, fetch_and_unpack
 
-URL = "https://www.openslr.org/resources/1/waves_yesno.tar.gz"
+# No checksum from OpenSLR found for resource 1; the sha256 is the one torchaudio pins (datasets/yesno.py).
+ARCHIVE = Remote("https://www.openslr.org/resources", "1/waves_yesno.tar.gz",
+                 sha256="c3f49e0cca421f96b75b41640749167b52118f232498667ca7a5f9416aef8e73")
+LOCAL_COPY = "--corpus DIR or YESNO_CORPUS=DIR (the waves_yesno dir)"
 NAME = re.compile(r"^[01](_[01])+\.wav$")
 WORDS = {"0": "NO", "1": "YES"}
 SPEAKER = "global"
@@ -60,7 +64,7 @@ def add_download_args(parser: argparse.ArgumentParser) -> None:
 
 
 def download_corpus(args: argparse.Namespace) -> None:
-    extract(download(URL, args.dest), args.dest)
+    fetch_and_unpack(ARCHIVE, args.dest, LOCAL_COPY)
     print(f"waves_yesno is in {find_root(args.dest)}")
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from align_synth import boundary_errors, hyp_segments, make_corpus, make_lang
-from asr_kd.align.alignment import AlignConfig, align_data, align_set
-from asr_kd.align.graphs import compile_graphs, load_lang
+from asr_kd.align.alignment import AlignConfig, ModelPaths, align_data, align_set, utt_shards
+from asr_kd.align.graphs import load_lang
 from asr_kd.align.mono import MonoConfig, train_mono
 from asr_kd.data.store import RaggedStore, write_store
 from asr_kd.errors import AsrKdError
@@ -75,8 +75,8 @@ def test_short_utterance_aligns_and_too_short_one_fails_loudly(mono, tmp_path):
     x = np.asarray(new_feats["utt000"])
     feats = write_store(tmp_path / "short", [("a", x), ("b", x[:4])], {"frame_shift_ms": 10.0})
     texts = {"a": new_texts["utt000"], "b": "ABS ASK SKI"}        # 8 phones cannot fit in 4 frames
-    graphs = compile_graphs(load_lang(lang_dir), tm, tree, texts)
-    ali, failed, _ = align_set(am, tm, graphs, feats, AlignConfig())
+    paths = ModelPaths(str(lang_dir), str(root / "mono" / "tree"), str(root / "mono" / "final.mdl"), str(feats.path))
+    ali, failed, _ = align_set(paths, utt_shards(texts, 1), AlignConfig())
     assert failed == ["b"] and list(ali) == ["a"] and len(ali["a"]) == len(x)
     table = gmm.TransitionTable(tm, tree)
     names = load_lang(lang_dir).phone_names

@@ -5,7 +5,7 @@ import pytest
 from align_synth import boundary_errors, hyp_segments, make_corpus, make_lang
 from asr_kd.align.alignment import align_data
 from asr_kd.align.mono import MonoConfig, train_mono
-from asr_kd.align.tri import TriConfig, convert_alignment, read_transition_alignment, train_tri
+from asr_kd.align.tri import TriConfig, convert_alignment, train_tri, transition_store
 from asr_kd.kaldi import gmm
 
 TRI = TriConfig(num_leaves=30, tot_gauss=60, num_iters=6, max_iter_inc=4, realign_iters=[3], min_leaf_count=20)
@@ -45,7 +45,8 @@ def test_convert_alignment_keeps_phones_states_and_lengths(tri):
     old_tree, new_tree = gmm.read_tree(root / "mono_ali" / "tree"), gmm.read_tree(root / "tri1" / "tree")
     old_tm, _ = gmm.read_model(root / "mono_ali" / "final.mdl", old_tree)
     new_tm, _ = gmm.read_model(root / "tri1" / "final.mdl", new_tree)
-    ali = read_transition_alignment(root / "mono_ali")
+    store = transition_store(root / "mono_ali")
+    ali = {utt: np.asarray(store[utt]) for utt in store}
     converted = convert_alignment(ali, old_tm, old_tree, new_tm, new_tree)
     old, new = gmm.TransitionTable(old_tm, old_tree), gmm.TransitionTable(new_tm, new_tree)
     for utt, tids in ali.items():

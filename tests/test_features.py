@@ -12,7 +12,9 @@ from asr_kd.data.datadir import write_datadir
 from asr_kd.data.features import (CmvnConfig, FeatureConfig, add_deltas, apply_cmvn, cmvn_stats, compute_features,
                                   compute_static, config_hash, delta_windows, load_features, num_frames)
 from asr_kd.data.kaldi_io import export_kaldi, import_kaldi
+from asr_kd.data.store import RaggedStore
 from asr_kd.errors import AsrKdError
+from asr_kd.parallel import Jobs
 
 AN4 = Path(__file__).parents[2] / "shared/corpora/an4"
 needs_an4 = pytest.mark.skipif(not (AN4 / "wav").is_dir(), reason=f"AN4 corpus not found at {AN4}")
@@ -158,7 +160,7 @@ def make_datadir(root: Path, extra: dict[str, Path] | None = None) -> Path:
 @needs_an4
 def test_store_meta_and_per_speaker_cmvn(tmp_path):
     data = make_datadir(tmp_path)
-    store = compute_features(data, tmp_path / "fbank", num_jobs=1)
+    store = compute_features(data, tmp_path / "fbank", jobs=1)
     meta = store.meta
     assert store.keys == sorted(store.keys) and len(store) == 6
     assert meta["config_hash"] == config_hash(FeatureConfig()) and meta["config"]["num_bins"] == 40
@@ -178,15 +180,55 @@ def test_store_meta_and_per_speaker_cmvn(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def store_bytes(path) -> dict[str, bytes]:
+    """Every file of a feature store, for byte-identity checks."""
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
 @needs_an4
-def test_parallel_equals_serial_and_mfcc_with_deltas(tmp_path):
+def test_nj_1_2_and_dask_give_identical_store_bytes(tmp_path):
     data = make_datadir(tmp_path)
     cfg = FeatureConfig(kind="mfcc", deltas=2)
-    serial = compute_features(data, tmp_path / "a", cfg, num_jobs=1)
-    parallel = compute_features(data, tmp_path / "b", cfg, num_jobs=2)
-    assert serial.meta["dim"] == 39 and serial.data.dtype == np.float32
-    np.testing.assert_array_equal(np.asarray(serial.data), np.asarray(parallel.data))
-    assert serial.keys == parallel.keys
+    serial = compute_features(data, tmp_path / "a", cfg, jobs=1)
+    parallel = compute_features(data, tmp_path / "b", cfg, jobs=2)
+    assert serial.meta["dim"] == 39 and serial.data.dtype == np.float32 and len(serial) == 6
+    assert store_bytes(serial.path) == store_bytes(parallel.path)
+    assert not (tmp_path / "b.shards").exists()  # scratch shards removed once the store is written
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        on_dask = compute_features(data, tmp_path / "c", cfg, jobs=Jobs(nj=3, dask_scheduler=cluster.scheduler_address))
+    assert store_bytes(on_dask.path) == store_bytes(serial.path)
+
+
+@needs_an4
+def test_bad_utterance_in_a_shard_is_named_and_done_shards_are_reused(tmp_path):
+    broken = tmp_path / "broken.flac"
+    broken.write_bytes(b"not audio at all")
+    data = make_datadir(tmp_path, {"fbbh-zz-broken": broken})  # the last utterance: in shard 2 of 2
+    with pytest.raises(AsrKdError, match="fbbh-zz-broken.*broken.flac"):
+        compute_features(data, tmp_path / "out", jobs=2)
+    assert not (tmp_path / "out").exists()
+    (done,) = [p for p in (tmp_path / "out.shards").iterdir() if (p / "meta.json").is_file()]
+    assert len(RaggedStore(done)) == 3 and RaggedStore(done).keys[0].startswith("fash")
+    zeros = np.zeros((done / "data.bin").stat().st_size, np.uint8)
+    (done / "data.bin").write_bytes(zeros.tobytes())  # a marker: a recomputed shard would not be all zeros
+    sf.write(broken.with_suffix(".wav"), np.zeros(1600, np.float32), 16000)
+    (data / "wav.scp").write_text((data / "wav.scp").read_text().replace(str(broken), str(broken.with_suffix(".wav"))))
+    resumed = compute_features(data, tmp_path / "out", jobs=2)
+    fresh = compute_features(data, tmp_path / "fresh", jobs=1)
+    assert not (tmp_path / "out.shards").exists() and resumed.keys == fresh.keys and len(resumed) == 7
+    for utt in resumed.keys:  # the kept shard was reused as it was, the failed one computed anew
+        expected = np.zeros_like(fresh[utt]) if utt.startswith("fash") else fresh[utt]
+        np.testing.assert_array_equal(resumed[utt], expected)
+
+
+@needs_an4
+def test_killed_feature_worker_fails_the_stage(tmp_path):
+    data = make_datadir(tmp_path, {"fbbh-zz-kill": "kill -9 $PPID |"})  # the pipe kills the worker running it
+    with pytest.raises(AsrKdError, match="worker process was lost"):
+        compute_features(data, tmp_path / "out", jobs=2)
+    assert not (tmp_path / "out").exists()
 
 
 @needs_an4
@@ -195,17 +237,17 @@ def test_bad_utterance_named_or_skipped(tmp_path):
     sf.write(tmp_path / "short.wav", np.zeros(300, np.float32), 16000)
     data = make_datadir(tmp_path, {"fash-zz-broken": tmp_path / "broken.flac", "fbbh-zz-short": tmp_path / "short.wav"})
     with pytest.raises(AsrKdError, match="fash-zz-broken.*broken.flac"):
-        compute_features(data, tmp_path / "out", num_jobs=1)
+        compute_features(data, tmp_path / "out", jobs=1)
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no half store
-    store = compute_features(data, tmp_path / "out", num_jobs=1, skip_bad=True)
+    store = compute_features(data, tmp_path / "out", jobs=1, skip_bad=True)
     assert [s["utt"] for s in store.meta["skipped"]] == ["fash-zz-broken", "fbbh-zz-short"]
     assert "shorter than one frame" in store.meta["skipped"][1]["reason"] and len(store) == 6
 
 
 @needs_an4
 def test_load_features_checks_hash(tmp_path):
-    store = compute_features(make_datadir(tmp_path), tmp_path / "f", num_jobs=1)
+    store = compute_features(make_datadir(tmp_path), tmp_path / "f", jobs=1)
     assert load_features(store.path, config_hash(FeatureConfig())).meta["dim"] == 40
     with pytest.raises(AsrKdError, match="does not match"):
         load_features(store.path, config_hash(FeatureConfig(kind="mfcc")))
@@ -217,7 +259,7 @@ def test_load_features_checks_hash(tmp_path):
 def test_kaldi_ark_round_trip(tmp_path):
     import kaldi_native_io as kio
 
-    store = compute_features(make_datadir(tmp_path), tmp_path / "f", FeatureConfig(dtype="float32"), num_jobs=1)
+    store = compute_features(make_datadir(tmp_path), tmp_path / "f", FeatureConfig(dtype="float32"), jobs=1)
     assert export_kaldi(store, tmp_path / "feats.ark", tmp_path / "feats.scp") == 6
     reader = kio.RandomAccessFloatMatrixReader(f"scp:{tmp_path / 'feats.scp'}")
     np.testing.assert_array_equal(reader[store.keys[2]], store[store.keys[2]])

@@ -78,21 +78,77 @@ def test_word_penalty_trades_words_for_acoustic_fit(system):
     assert len(penalised.decode_one("u", loglikes, acoustic_scale=0.1)[0]) < 2  # fewer words, worse fit
 
 
-def test_forked_workers_decode_like_one_process(system):
-    from asr_kd.decode.decoder import Decoder, decode_all
+SEQS = [["a", "sil", "b"], ["k", "a"], ["a", "b"], ["b", "sil", "k", "ah"], ["sil", "a", "sil"]]
+
+
+def loglikes_job(system, tmp_path, corrupt: str | None = None):
+    """A DecodeJob over a log-likelihood store of SEQS (utterance `corrupt` all NaN), and the matrices."""
+    from asr_kd.data.store import write_store
+    from asr_kd.decode.decoder import DecodeJob
 
     root, num_pdfs, pdf_of = system
-    seqs = [["a", "sil", "b"], ["k", "a"], ["a", "b"], ["b", "sil", "k", "ah"], ["sil", "a", "sil"]]
-    loglikes = {f"u{i}": synthetic_loglikes(root, num_pdfs, pdf_of, seq) for i, seq in enumerate(seqs)}
-    decoder = Decoder(root / "graph", root / "mono/final.mdl")
-    serial, serial_stats = decode_all(decoder, loglikes, 1.0)
-    forked, forked_stats = decode_all(decoder, loglikes, 1.0, num_jobs=2)
-    assert forked == serial and serial["u0"] == ["A", "B"]
-    assert (forked_stats.num_utts, forked_stats.num_frames) == (serial_stats.num_utts, serial_stats.num_frames) == (
-        5, sum(len(m) for m in loglikes.values()))
-    loglikes["u3"] = np.full_like(loglikes["u3"], np.nan)
-    with pytest.raises(AsrKdError, match="utterance u3"):  # a worker's error reaches the caller intact
-        decode_all(decoder, loglikes, 1.0, num_jobs=2)
+    loglikes = {f"u{i}": synthetic_loglikes(root, num_pdfs, pdf_of, seq) for i, seq in enumerate(SEQS)}
+    if corrupt:
+        loglikes[corrupt] = np.full_like(loglikes[corrupt], np.nan)
+    write_store(tmp_path / "loglikes", sorted(loglikes.items()))
+    return DecodeJob(str(root / "graph"), str(root / "mono/final.mdl"), str(tmp_path / "loglikes")), loglikes
+
+
+def test_sharded_decode_equals_one_process_for_any_nj(system, tmp_path):
+    from asr_kd.decode.decoder import Decoder, decode_all, decode_store
+    from asr_kd.parallel import Jobs
+
+    job, loglikes = loglikes_job(system, tmp_path)
+    serial, serial_stats = decode_all(Decoder(job.graph_dir, job.model_path), loglikes, 1.0)
+    grid = [(1.0, 0.0), (0.1, 0.0), (0.1, 200.0)]
+    one, two = decode_store(job, grid, Jobs(nj=1)), decode_store(job, grid, Jobs(nj=2))
+    assert one[(1.0, 0.0)][0] == two[(1.0, 0.0)][0] == serial and serial["u0"] == ["A", "B"]
+    for setting in grid:
+        assert one[setting][0] == two[setting][0]
+        assert (two[setting][1].num_utts, two[setting][1].num_frames) == (serial_stats.num_utts, serial_stats.num_frames)
+    assert len(two[(0.1, 200.0)][0]["u0"]) < 2  # the penalty reached the workers' decoders
+
+
+def test_sharded_decode_names_a_bad_utterance(system, tmp_path):
+    from asr_kd.decode.decoder import decode_store
+    from asr_kd.parallel import Jobs
+
+    job, _ = loglikes_job(system, tmp_path, corrupt="u3")
+    for nj in (1, 2):  # a worker's error reaches the caller intact
+        with pytest.raises(AsrKdError, match="utterance u3: log-likelihoods contain NaN"):
+            decode_store(job, [(1.0, 0.0)], Jobs(nj=nj))
+
+
+def test_killed_decode_worker_fails_the_decode(system, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from asr_kd.decode import decoder as decoder_module
+    from asr_kd.parallel import Jobs
+
+    job, _ = loglikes_job(system, tmp_path)
+    real = decoder_module._decode_timed
+
+    def die_on_u3(decoder, utt, matrix, scale):  # forked workers inherit the patch
+        if utt == "u3":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(decoder, utt, matrix, scale)
+
+    monkeypatch.setattr(decoder_module, "_decode_timed", die_on_u3)
+    with pytest.raises(AsrKdError, match="worker process was lost"):
+        decoder_module.decode_store(job, [(1.0, 0.0)], Jobs(nj=2))
+
+
+def test_decode_on_a_dask_local_cluster(system, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from asr_kd.decode.decoder import decode_store
+    from asr_kd.parallel import Jobs
+
+    job, _ = loglikes_job(system, tmp_path)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        on_dask = decode_store(job, [(1.0, 0.0)], Jobs(nj=3, dask_scheduler=cluster.scheduler_address))
+    assert on_dask[(1.0, 0.0)][0] == decode_store(job, [(1.0, 0.0)], Jobs(nj=1))[(1.0, 0.0)][0]
 
 
 def test_decoder_rejects_wrong_pdf_count(system):

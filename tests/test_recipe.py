@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from asr_kd.io import sha256_file
+
 REPO = Path(__file__).resolve().parents[1]
 RUN_SH = REPO / "recipes" / "an4" / "run.sh"
 CORPUS = Path(__file__).parents[2] / "shared/corpora/an4"
@@ -49,6 +51,19 @@ def comparable(results_json: Path) -> list[dict]:
     """The report's per-system numbers without wall-clock ones."""
     summary = json.loads(results_json.read_text(encoding="utf-8"))["summary"]
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in summary]
+
+
+def kill_when_written(root: Path, stage: str, checkpoint: Path) -> None:
+    """Run the recipe from `stage` and SIGKILL its whole process group as soon as `checkpoint` exists."""
+    proc = recipe(root, "--stage", stage, start_new_session=True)
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    killed = proc.poll() is None
+    if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert killed, "the recipe ended before it could be killed mid-stage"
 
 
 @pytest.fixture(scope="module")
@@ -98,18 +113,30 @@ def test_killed_mid_stage_then_rerun_gives_the_same_report(an4_run):
     root, snapshot, _ = an4_run
     copy = snapshot.parent / "killed"
     shutil.copytree(snapshot, copy, symlinks=True)
-    proc = recipe(copy, "--stage", "5", start_new_session=True)
-    checkpoint = copy / "exp" / "dnn_ensemble" / "group_0" / "checkpoints" / "epoch_1.pt"
-    deadline = time.time() + 300
-    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    killed = proc.poll() is None
-    if killed:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
-    assert killed, "the recipe ended before it could be killed mid-stage"
+    kill_when_written(copy, "5", copy / "exp" / "dnn_ensemble" / "group_0" / "checkpoints" / "epoch_1.pt")
     assert not (copy / "exp" / ".done" / "train_ensemble").exists()  # no marker for an unfinished step
     recipe(copy, "--stage", "5")
+    assert comparable(copy / "exp" / "report" / "results.json") == comparable(root / "exp" / "report" / "results.json")
+
+
+GMM_STEPS = ["train_mono", "align_mono", "make_graph_mono", "decode_mono_test", "train_tri1", "align_tri1_train",
+             "align_tri1_dev", "align_tri1_test", "make_graph", "decode_tri1_test"]
+
+
+@needs_corpus
+def test_killed_mid_gmm_stage_then_rerun_gives_the_same_report(an4_run):
+    """SIGKILL the recipe in the middle of train-mono (after its 3rd pass), re-run stages 3-9:
+    GMM training is seeded, so the models, alignments and the report equal the uninterrupted run's."""
+    root, snapshot, _ = an4_run
+    copy = snapshot.parent / "killed_gmm"
+    shutil.copytree(snapshot, copy, symlinks=True)
+    for name in GMM_STEPS:
+        (copy / "exp" / ".done" / name).unlink()
+    kill_when_written(copy, "3", copy / "exp" / "mono" / "3.mdl")
+    assert not (copy / "exp" / ".done" / "train_mono").exists() and not (copy / "exp" / "mono" / "final.mdl").exists()
+    recipe(copy, "--stage", "3")
+    for model in ("mono/final.mdl", "tri1/final.mdl", "tri1_ali/data.bin"):
+        assert sha256_file(copy / "exp" / model) == sha256_file(snapshot / "exp" / model), model
     assert comparable(copy / "exp" / "report" / "results.json") == comparable(root / "exp" / "report" / "results.json")
 
 
@@ -123,6 +150,23 @@ def test_another_seed_reuses_the_gmm_stages(an4_run, tmp_path):
     assert json.loads((root / "exp" / "dnn_ensemble" / "ensemble.json").read_text())["seeds"] == [2, 3]
     assert "seed: 2" in (exp2 / "dnn" / "config.yaml").read_text()
     assert sorted(p.name for p in exp2.iterdir()) == [".done", "dnn", "dnn_ensemble", "log"]  # no GMM copies
+
+
+@needs_corpus
+def test_speed_perturb_trains_the_dnn_on_train_sp(an4_run, tmp_path):
+    """--speed-perturb: train_sp (originals + sp0.9-/sp1.1- copies), its features and tri1 alignments
+    are made, and the baseline DNN trains on them; the GMM stages already done are not redone."""
+    _, snapshot, _ = an4_run
+    copy = tmp_path / "sp"
+    shutil.copytree(snapshot, copy, symlinks=True)
+    out = recipe(copy, "--stage", "2", "--stop-stage", "5", "--speed-perturb", "0.9 1.0 1.1")
+    assert "[done] train_tri1" in out.stdout and "[run ] align_tri1_train_sp" in out.stdout
+    train_sp = (copy / "data" / "train_sub30_sp" / "utt2spk").read_text().splitlines()
+    assert len(train_sp) == 90 and sum(line.startswith("sp0.9-") for line in train_sp) == 30
+    keys = (copy / "exp" / "tri1_ali_train_sp" / "keys.txt").read_text().split()
+    assert len(keys) == 90 and keys == (copy / "data" / "fbank" / "train_sp" / "keys.txt").read_text().split()
+    command = (copy / "exp" / "dnn" / "command.txt").read_text()
+    assert f"{copy / 'data' / 'fbank' / 'train_sp'} {copy / 'exp' / 'tri1_ali_train_sp'} " in command
 
 
 def test_unknown_option_is_an_error(tmp_path):

@@ -7,20 +7,25 @@ Utterances that could not be aligned are left out of the store and listed in `fa
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
+import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
-from tqdm import tqdm
 
-from asr_kd.align.graphs import compile_graphs, load_lang
+from asr_kd.align.graphs import load_lang, word_ids
 from asr_kd.data.store import RaggedStore, write_store
 from asr_kd.errors import AsrKdError
 from asr_kd.io import make_temp_dir, read_json, replace_dir, sha256_file
 from asr_kd.kaldi import gmm
+from asr_kd.kaldi.fst import read_fst
+from asr_kd.parallel import Jobs, run_shards
 
 log = logging.getLogger(__name__)
 
@@ -34,35 +39,138 @@ class AlignConfig:
     acoustic_scale: float = 0.1
     self_loop_scale: float = 0.1
     transition_scale: float = 1.0
+    shard_size: int = 100          # utterances per parallel job (Kaldi's split_data.sh, by count)
 
 
-def align_set(am, tm, graphs: dict, feats: RaggedStore, cfg: AlignConfig, desc: str = "align"):
-    """Align every utterance of `graphs`. Returns ({utt: tids}, [failed utts], avg loglike per frame).
+class UttText(NamedTuple):
+    """One utterance of a shard and its transcript; prints as its id (in a failed shard's message)."""
+    utt: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.utt
+
+
+def utt_shards(texts: dict[str, str], shard_size: int) -> list[list[UttText]]:
+    """Contiguous shards of `shard_size` sorted utterances: cut by count, not by the number of jobs,
+    so that statistics summed over shards have the same bytes for any --nj."""
+    if shard_size < 1:
+        raise AsrKdError(f"shard_size must be >= 1 (got {shard_size})")
+    items = [UttText(u, t) for u, t in sorted(texts.items())]
+    return [items[i:i + shard_size] for i in range(0, len(items), shard_size)]
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """A GMM system as files, for shards running in other processes: lang dir, tree, model, features."""
+    lang_dir: str
+    tree: str
+    model: str
+    feats: str
+    graph_dir: str | None = None   # per-shard graph archives are kept here, compiled once per training run
+    graph_model: str | None = None  # model whose transition probs the graphs carry (default: `model`)
+
+
+@dataclass
+class ShardAlignment:
+    alignments: dict[str, np.ndarray] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
+    loglike: float = 0.0
+    frames: int = 0
+
+
+def align_set(paths: ModelPaths, shards: list[list[UttText]], cfg: AlignConfig, jobs: Jobs = Jobs(),
+              desc: str = "align"):
+    """Align every utterance of `shards`, shards in parallel. Returns ({utt: tids}, [failed], avg loglike per frame).
 
     An alignment counts only if it covers every frame; a failure is retried once at `fail_beam`.
     """
-    alignments, failed, tot_like, frames, retried = {}, [], 0.0, 0, []
-    for utt, graph in tqdm(graphs.items(), desc=desc, unit="utt", leave=False, mininterval=5):
-        x = feats[utt]
-        tids, like = _align(am, tm, graph, x, cfg, cfg.beam, cfg.retry_beam)
-        if tids is None and cfg.fail_beam > cfg.retry_beam:
-            retried.append(utt)
-            tids, like = _align(am, tm, graph, x, cfg, cfg.fail_beam, 0.0)
-        if tids is None:
-            failed.append(utt)
-            continue
-        alignments[utt], tot_like, frames = tids, tot_like + like, frames + len(tids)
+    parts = run_shards(align_shard, shards, jobs, paths, cfg, desc=desc)
+    alignments, failed, retried, like, frames = {}, [], [], 0.0, 0
+    for part in parts:
+        alignments.update(part.alignments)
+        failed += part.failed
+        retried += part.retried
+        like, frames = like + part.loglike, frames + part.frames
     if retried or failed:
         log.warning("%s: %d utterance(s) failed at beam %g/%g and were retried at beam %g: %s; still failed: %d %s",
                     desc, len(retried), cfg.beam, cfg.retry_beam, cfg.fail_beam, " ".join(retried[:20]),
                     len(failed), " ".join(failed[:20]))
-    return alignments, failed, tot_like / max(frames, 1)
+    return alignments, failed, like / max(frames, 1)
+
+
+def align_shard(items: list[UttText], paths: ModelPaths, cfg: AlignConfig) -> ShardAlignment:
+    """gmm-align-compiled over one shard, in a worker: model, tree and graphs come from `paths`."""
+    tm, am = load_model(paths.model, paths.tree)
+    graphs = shard_graphs(items, paths)
+    feats, out = RaggedStore(paths.feats), ShardAlignment()
+    for utt, _ in items:
+        x = feats[utt]
+        tids, like = _align(am, tm, graphs[utt], x, cfg, cfg.beam, cfg.retry_beam)
+        if tids is None and cfg.fail_beam > cfg.retry_beam:
+            out.retried.append(utt)
+            tids, like = _align(am, tm, graphs[utt], x, cfg, cfg.fail_beam, 0.0)
+        if tids is None:
+            out.failed.append(utt)
+            continue
+        out.alignments[utt], out.loglike, out.frames = tids, out.loglike + like, out.frames + len(tids)
+    return out
 
 
 def _align(am, tm, graph, x, cfg: AlignConfig, beam: float, retry_beam: float):
     return gmm.align_compiled(am, tm, graph, x, beam=beam, retry_beam=retry_beam,
                               acoustic_scale=cfg.acoustic_scale, transition_scale=cfg.transition_scale,
                               self_loop_scale=cfg.self_loop_scale)
+
+
+def _file_key(path: str) -> tuple:
+    st = os.stat(path)
+    return path, st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def load_model(model_path: str, tree_path: str):
+    """(tm, am) of a model file, cached per file version (a worker reads each model once)."""
+    tm, am, _ = _load_model(_file_key(model_path), _file_key(tree_path))
+    return tm, am
+
+
+@functools.lru_cache(maxsize=2)
+def _load_model(model_key: tuple, tree_key: tuple):
+    tree = gmm.read_tree(tree_key[0])
+    return (*gmm.read_model(model_key[0], tree), tree)
+
+
+@functools.lru_cache(maxsize=2)
+def _compiler(lang_dir: str, model_key: tuple, tree_key: tuple):
+    """(lang, compiler, what it points to): the C++ compiler keeps references to the transition
+    model, tree and L.fst, so they are cached with it (a freed one crashes the next compilation)."""
+    lang = load_lang(lang_dir)
+    tm, _, tree = _load_model(model_key, tree_key)
+    lex = read_fst(lang.path / "L.fst")
+    return lang, gmm.graph_compiler(tm, tree, lex, lang.disambig), (tm, tree, lex)
+
+
+def shard_graphs(items: list[UttText], paths: ModelPaths) -> dict:
+    """Training graphs of a shard: read from `paths.graph_dir` if compiled before, else compiled (and kept there).
+
+    The archive is named by a hash of the tree and the shard's utterances and transcripts, so a
+    changed shard or tree never reads another's graphs; graphs do not depend on the model's probabilities, so one
+    compilation serves every pass of a run.
+    """
+    archive = None
+    if paths.graph_dir is not None:
+        digest = hashlib.sha1(Path(paths.tree).read_bytes() + "".join(f"{u} {t}\n" for u, t in items).encode())
+        digest = digest.hexdigest()[:20]
+        archive = Path(paths.graph_dir) / f"{digest}.ark"
+        if archive.is_file():
+            return gmm.read_graphs(archive)
+    lang, compiler, _ = _compiler(paths.lang_dir, _file_key(paths.graph_model or paths.model), _file_key(paths.tree))
+    graphs = {utt: compiler.compile_graph_from_text(word_ids(lang, utt, text)) for utt, text in items}
+    if archive is not None:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        gmm.write_graphs(archive, graphs.items())
+    return graphs
 
 
 # ---------------------------------------------------------------- frame-level views
@@ -190,11 +298,14 @@ def format_stats(ali_dir: str | Path) -> str:
 
 
 def align_data(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: str | Path,
-               model_dir: str | Path, out_dir: str | Path, cfg: AlignConfig | None = None) -> RaggedStore:
+               model_dir: str | Path, out_dir: str | Path, cfg: AlignConfig | None = None,
+               jobs: Jobs = Jobs()) -> RaggedStore:
     """steps/align_si.sh: align a set with `model_dir/final.mdl` + `tree` into an alignment store.
 
-    The model and tree are copied into the store, so it is self-contained (as a Kaldi ali dir).
+    Shards of `cfg.shard_size` utterances run as `jobs` says (each compiles its own graphs). The
+    model and tree are copied into the store, so it is self-contained (as a Kaldi ali dir).
     """
+    cfg = cfg or AlignConfig()
     feats = feats if isinstance(feats, RaggedStore) else RaggedStore(feats)
     model_dir, lang = Path(model_dir), load_lang(lang_dir)
     tree = gmm.read_tree(model_dir / "tree")
@@ -202,8 +313,9 @@ def align_data(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir:
     missing = [u for u in texts if u not in feats]
     if missing:
         log.warning("%d utterances have no features in %s (e.g. %s); skipped", len(missing), feats.path, missing[0])
-    graphs = compile_graphs(lang, tm, tree, {u: t for u, t in sorted(texts.items()) if u in feats})
-    alignments, failed, like = align_set(am, tm, graphs, feats, cfg or AlignConfig(), desc=f"align {Path(out_dir).name}")
+    paths = ModelPaths(str(lang.path), str(model_dir / "tree"), str(model_dir / "final.mdl"), str(feats.path))
+    shards = utt_shards({u: t for u, t in texts.items() if u in feats}, cfg.shard_size)
+    alignments, failed, like = align_set(paths, shards, cfg, jobs, desc=f"align {Path(out_dir).name}")
     log.info("aligned %d utterances (%d failed), avg loglike per frame %.3f", len(alignments), len(failed), like)
     table = gmm.TransitionTable(tm, tree)
     labels = {u: labels_from_tids(t, table) for u, t in alignments.items()}

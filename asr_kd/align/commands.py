@@ -6,6 +6,8 @@ import logging
 import time
 from pathlib import Path
 
+from asr_kd.parallel import add_job_args, jobs_from_args
+
 log = logging.getLogger(__name__)
 
 
@@ -13,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-mono", help="flat-start monophone GMM-HMM (Kaldi train_mono.sh)")
     _common(p)
     p.add_argument("out_dir")
+    p.add_argument("--num-utts", type=int,
+                   help="train on the N shortest utterances (default 2000, Kaldi's LibriSpeech recipe; 0 = all)")
     p.set_defaults(func=_train_mono)
 
     p = sub.add_parser("train-tri", help="tied-state triphone GMM-HMM from an alignment (Kaldi train_deltas.sh)")
@@ -21,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir")
     p.add_argument("--num-leaves", type=int, help="number of tied states (tree leaves)")
     p.add_argument("--tot-gauss", type=int, help="total number of Gaussians")
+    p.add_argument("--num-utts", type=int,
+                   help="train on N utterances spread over the set (default 5000, Kaldi's train_5k; 0 = all)")
     p.set_defaults(func=_train_tri)
 
     p = sub.add_parser("align", help="forced-align a set with a GMM dir (final.mdl + tree) into an alignment store")
@@ -49,6 +55,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("lang_dir")
     p.add_argument("--config", help="YAML config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    add_job_args(p)
+
+
+def _overrides(args, **options) -> list[str]:
+    """--set overrides plus the named options that were given, as `key=value`."""
+    return list(args.set) + [f"{key}={value}" for key, value in options.items() if value is not None]
 
 
 def _texts(data_dir: str) -> dict[str, str]:
@@ -61,9 +73,9 @@ def _train_mono(args) -> None:
     from asr_kd.align.mono import MonoConfig, train_mono
     from asr_kd.config import load_config
 
-    cfg = load_config(MonoConfig, args.config, args.set)
+    cfg = load_config(MonoConfig, args.config, _overrides(args, num_utts=args.num_utts))
     start = time.time()
-    out = train_mono(args.feats, _texts(args.data_dir), args.lang_dir, args.out_dir, cfg)
+    out = train_mono(args.feats, _texts(args.data_dir), args.lang_dir, args.out_dir, cfg, jobs_from_args(args))
     print(f"train-mono: {out}/final.mdl in {time.time() - start:.1f} s")
 
 
@@ -71,12 +83,11 @@ def _train_tri(args) -> None:
     from asr_kd.align.tri import TriConfig, train_tri
     from asr_kd.config import load_config
 
-    overrides = list(args.set)
-    overrides += [f"num_leaves={args.num_leaves}"] if args.num_leaves else []
-    overrides += [f"tot_gauss={args.tot_gauss}"] if args.tot_gauss else []
+    overrides = _overrides(args, num_leaves=args.num_leaves, tot_gauss=args.tot_gauss, num_utts=args.num_utts)
     cfg = load_config(TriConfig, args.config, overrides)
     start = time.time()
-    out = train_tri(args.feats, _texts(args.data_dir), args.lang_dir, args.ali_dir, args.out_dir, cfg)
+    out = train_tri(args.feats, _texts(args.data_dir), args.lang_dir, args.ali_dir, args.out_dir, cfg,
+                    jobs_from_args(args))
     print(f"train-tri: {out}/final.mdl in {time.time() - start:.1f} s")
 
 
@@ -86,7 +97,7 @@ def _align(args) -> None:
 
     cfg = load_config(AlignConfig, args.config, args.set)
     start = time.time()
-    align_data(args.feats, _texts(args.data_dir), args.lang_dir, args.model_dir, args.out_dir, cfg)
+    align_data(args.feats, _texts(args.data_dir), args.lang_dir, args.model_dir, args.out_dir, cfg, jobs_from_args(args))
     print(f"align: {time.time() - start:.1f} s")
     print(format_stats(args.out_dir), end="")
 

@@ -1,4 +1,4 @@
-"""What alignment needs from a Kaldi lang dir, and per-utterance training graphs (compile-train-graphs)."""
+"""What alignment needs from a Kaldi lang dir: symbol tables, topology, phone sets, transcripts as word ids."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +7,6 @@ from pathlib import Path
 
 from asr_kd.errors import AsrKdError
 from asr_kd.kaldi import gmm
-from asr_kd.kaldi.fst import read_fst
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +71,3 @@ def word_ids(lang: Lang, utt: str, transcript: str) -> list[int]:
         else:
             raise AsrKdError(f"utterance {utt}: word {word!r} not in {lang.path}/words.txt and no oov.txt")
     return ids
-
-
-def compile_graphs(lang: Lang, tm, tree, texts: dict[str, str]) -> dict:
-    """Per-utterance training graphs (HCLG for the transcript) from L.fst."""
-    compiler = gmm.graph_compiler(tm, tree, read_fst(lang.path / "L.fst"), lang.disambig)
-    return {utt: compiler.compile_graph_from_text(word_ids(lang, utt, text)) for utt, text in texts.items()}

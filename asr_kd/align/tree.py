@@ -37,8 +37,10 @@ def accumulate_tree_stats(items, ci_phones=()) -> TreeStats:
     """`items` yields (feats (T, D), phones (T,), pdf_classes (T,), segment starts (T,) bool) per utterance.
 
     Context-independent phones (silence) get their own context zeroed, as `acc-tree-stats --ci-phones`.
+    Statistics are reduced per utterance, so memory holds one utterance's frames plus the events
+    (a shard's stats are then merged with `merge_tree_stats`, in shard order).
     """
-    keys, feats_all = [], []
+    parts = []
     for feats, phones, classes, starts in items:
         seg = np.cumsum(starts) - 1                       # segment index per frame
         seg_phone = phones[np.flatnonzero(starts)]
@@ -46,17 +48,28 @@ def accumulate_tree_stats(items, ci_phones=()) -> TreeStats:
         right = np.concatenate([seg_phone[1:], [0]])[seg]
         ci = np.isin(phones, list(ci_phones))
         left, right = np.where(ci, 0, left), np.where(ci, 0, right)
-        keys.append(np.stack([left, phones, right, classes], 1))
-        feats_all.append(np.asarray(feats, np.float64))
-    keys, x = np.concatenate(keys), np.concatenate(feats_all)
-    events, inverse = np.unique(keys, axis=0, return_inverse=True)
+        x = np.asarray(feats, np.float64)
+        parts.append(_reduce(np.stack([left, phones, right, classes], 1), np.ones(len(x)), x, x * x))
+    return merge_tree_stats(parts)
+
+
+def merge_tree_stats(parts: list[TreeStats]) -> TreeStats:
+    """The sum of several TreeStats (events unioned), added in the given order."""
+    parts = [p for p in parts if len(p.events)]
+    if not parts:
+        return TreeStats(np.zeros((0, 4), np.int64), np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0)))
+    return _reduce(np.concatenate([p.events for p in parts]), np.concatenate([p.count for p in parts]),
+                   np.concatenate([p.sum for p in parts]), np.concatenate([p.sumsq for p in parts]))
+
+
+def _reduce(keys: np.ndarray, count: np.ndarray, sums: np.ndarray, sumsq: np.ndarray) -> TreeStats:
+    """Rows with equal event keys summed (sorted by key; a stable sort keeps the summation order)."""
+    events, inverse = np.unique(np.asarray(keys, np.int64), axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    count = np.bincount(inverse, minlength=len(events)).astype(np.float64)
-    sums = np.zeros((len(events), x.shape[1]))
-    sumsq = np.zeros_like(sums)
-    np.add.at(sums, inverse, x)
-    np.add.at(sumsq, inverse, x * x)
-    return TreeStats(events, count, sums, sumsq)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.searchsorted(inverse[order], np.arange(len(events)))
+    return TreeStats(events, np.add.reduceat(count[order], starts), np.add.reduceat(sums[order], starts),
+                     np.add.reduceat(sumsq[order], starts))
 
 
 def gauss_loglike(count, sums, sumsq, var_floor: float = 1e-3):

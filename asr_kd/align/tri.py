@@ -1,9 +1,10 @@
 """Tied-state triphone GMM-HMM training from an existing alignment (Kaldi's steps/train_deltas.sh).
 
-    tree stats from the alignment -> questions -> tree (num_leaves) -> one Gaussian per leaf from
-    the stats -> convert the alignment to the new tree -> EM passes with realignment, mixing up
-    linearly to tot_gauss.
-Checkpoints and resume as in mono.py (em.py).
+    subset: `num_utts` utterances spread over the set (Kaldi's LibriSpeech tri1: train_5k; all if fewer)
+    -> tree stats from the alignment, shard by shard -> questions -> tree (num_leaves) -> one
+    Gaussian per leaf from the stats -> convert the alignment to the new tree -> EM passes with
+    realignment, mixing up linearly to tot_gauss.
+Checkpoints, sharding and resume as in mono.py (em.py).
 """
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from asr_kd.align import tree as treelib
-from asr_kd.align.alignment import AlignConfig, phone_starts
-from asr_kd.align.graphs import Lang, compile_graphs, load_lang, read_int_sets
-from asr_kd.align.em import already_trained, resume, run_passes, save_alignment, usable_texts
+from asr_kd.align.alignment import AlignConfig, UttText, phone_starts
+from asr_kd.align.em import Run, already_trained, resume, run_passes, save_alignment, subset, usable_texts
+from asr_kd.align.gmm_update import UpdateOptions
+from asr_kd.align.graphs import Lang, load_lang, read_int_sets
 from asr_kd.data.store import RaggedStore
 from asr_kd.errors import AsrKdError
 from asr_kd.expdir import ExpDir
 from asr_kd.kaldi import gmm
+from asr_kd.parallel import Jobs, run_shards
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +38,13 @@ class TriConfig:
     power: float = 0.25
     realign_iters: list[int] = field(default_factory=lambda: [10, 20, 30])
     min_leaf_count: float = 100.0     # frames each side of a tree split must keep
+    num_utts: int = 5000              # train on N utterances spread over the set (Kaldi's train_5k); <= 0: all
+    seed: int = 0                     # seeds Gaussian splitting (mixing up)
     align: AlignConfig = field(default_factory=AlignConfig)
 
 
 def train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: str | Path, ali_dir: str | Path,
-              out_dir: str | Path, cfg: TriConfig | None = None) -> Path:
+              out_dir: str | Path, cfg: TriConfig | None = None, jobs: Jobs = Jobs()) -> Path:
     """Train a triphone system into `out_dir` (final.mdl, tree, N.mdl, log/) from `ali_dir`. Returns out_dir."""
     cfg = cfg or TriConfig()
     feats = feats if isinstance(feats, RaggedStore) else RaggedStore(feats)
@@ -50,55 +55,64 @@ def train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: 
     out = exp.path
     old_tree = gmm.read_tree(ali_dir / "tree")
     old_tm, _ = gmm.read_model(ali_dir / "final.mdl", old_tree)
-    old_ali = read_transition_alignment(ali_dir)
-    texts = {u: t for u, t in usable_texts(texts, feats).items() if u in old_ali}
+    old_ali = transition_store(ali_dir)
+    texts = subset({u: t for u, t in usable_texts(texts, feats).items() if u in old_ali}, feats, cfg.num_utts, "spread")
     started = time.time()
-    tree, tm, am = build_initial_model(lang, feats, old_ali, old_tm, old_tree, cfg)
+    run = Run.create(exp, None, lang.path, feats, texts, cfg.align, jobs, cfg.seed, "1.mdl")
+    tree, tm, am = build_initial_model(lang, run, old_ali.path, old_tm, old_tree, cfg)
     gmm.write_tree(out / "tree", tree)
+    run.tree = tree
     log.info("tree: %d leaves (asked %d) in %.1f s", tree.num_pdfs, cfg.num_leaves, time.time() - started)
-    graphs = compile_graphs(lang, tm, tree, texts)
-    start, ali = 1, None
+    start = 1
     if (resumed := resume(out, tree, cfg.num_iters)) is not None:
-        start, tm, am, ali = resumed
+        start, tm, am = resumed
     else:
-        ali = convert_alignment({u: old_ali[u] for u in texts}, old_tm, old_tree, tm, tree)
+        ali = convert_alignment({u: np.asarray(old_ali[u]) for u in texts}, old_tm, old_tree, tm, tree)
         save_alignment(out / "ali.npz", ali, 0)
         gmm.write_model(out / "1.mdl", tm, am, tree)
     inc = max((cfg.tot_gauss - cfg.num_leaves) // cfg.max_iter_inc, 0)
     num_gauss = cfg.num_leaves + inc * min(start - 1, cfg.max_iter_inc)
-    tm, am = run_passes(exp, am, tm, tree, graphs, feats, ali, start=start, num_iters=cfg.num_iters,
-                        realign_iters=cfg.realign_iters, align=cfg.align, num_gauss=num_gauss, inc_gauss=inc,
-                        max_iter_inc=cfg.max_iter_inc, power=cfg.power, desc="train_tri")
+    tm, am = run_passes(run, am, tm, start=start, num_iters=cfg.num_iters, realign_iters=cfg.realign_iters,
+                        align=cfg.align, num_gauss=num_gauss, inc_gauss=inc, max_iter_inc=cfg.max_iter_inc,
+                        opts=UpdateOptions(power=cfg.power), desc="train_tri")
     log.info("train_tri: done in %.1f s: %d pdfs, %d Gaussians -> %s/final.mdl",
              time.time() - started, am.num_pdfs, am.num_gauss, out)
     return out
 
 
-def read_transition_alignment(ali_dir: Path) -> dict[str, np.ndarray]:
+def transition_store(ali_dir: Path) -> RaggedStore:
     path = ali_dir / "transitions"
     if not path.is_dir():
         raise AsrKdError(f"{ali_dir}: no transitions/ store; a triphone system needs a GMM alignment "
                          f"(from `asr-kd align`), not pdf-only labels")
-    store = RaggedStore(path)
-    return {u: np.asarray(store[u]) for u in store}
+    return RaggedStore(path)
 
 
-def pdf_classes(tids: np.ndarray, table: gmm.TransitionTable, topo) -> np.ndarray:
-    """Pdf class of each frame's HMM state (forward pdf class, as acc-tree-stats uses)."""
-    lookup = {(p, h): st.forward_pdf_class for p in topo.phones
-              for h, st in enumerate(topo.topology_for_phone(p))}
-    keys = table.phone[tids].astype(np.int64) * 1000 + table.hmm_state[tids]
-    uniq, inv = np.unique(keys, return_inverse=True)
-    return np.array([lookup[(int(k // 1000), int(k % 1000))] for k in uniq], np.int32)[inv.reshape(-1)]
+def pdf_class_of_tids(table: gmm.TransitionTable, topo) -> np.ndarray:
+    """Pdf class of each transition id's HMM state (forward pdf class, as acc-tree-stats uses)."""
+    out = np.zeros(len(table.phone), np.int32)
+    for tid in range(1, len(table.phone)):
+        out[tid] = topo.topology_for_phone(int(table.phone[tid]))[int(table.hmm_state[tid])].forward_pdf_class
+    return out
 
 
-def build_initial_model(lang: Lang, feats: RaggedStore, ali: dict, old_tm, old_tree, cfg: TriConfig):
-    """acc-tree-stats + cluster-phones + build-tree + gmm-init-model. Returns (tree, tm, am)."""
+def tree_stats_shard(items: list[UttText], feats_path: str, ali_path: str, phone_of: np.ndarray,
+                     class_of: np.ndarray, state_of: np.ndarray, ci_phones: list[int]) -> treelib.TreeStats:
+    """acc-tree-stats over one shard, in a worker (per-transition-id lookup arrays from the old model)."""
+    feats, ali = RaggedStore(feats_path), RaggedStore(ali_path)
+    rows = ((feats[u], phone_of[t], class_of[t], phone_starts(state_of[t]))
+            for u, t in ((u, np.asarray(ali[u])) for u, _ in items))
+    return treelib.accumulate_tree_stats(rows, ci_phones=ci_phones)
+
+
+def build_initial_model(lang: Lang, run: Run, ali_path: Path, old_tm, old_tree, cfg: TriConfig):
+    """acc-tree-stats (shard by shard) + cluster-phones + build-tree + gmm-init-model. Returns (tree, tm, am)."""
     table = gmm.TransitionTable(old_tm, old_tree)
     topo = lang.topo
     ci = [p for s in read_int_sets(lang.path / "phones/context_indep.int") for p in s] or lang.silence
-    items = ((feats[u], table.phone[t], pdf_classes(t, table, topo), phone_starts(table.hmm_state[t])) for u, t in ali.items())
-    stats = treelib.accumulate_tree_stats(items, ci_phones=ci)
+    parts = run_shards(tree_stats_shard, run.shards, run.jobs, str(run.feats.path), str(ali_path), table.phone,
+                       pdf_class_of_tids(table, topo), table.hmm_state, ci, desc="tree stats")
+    stats = treelib.merge_tree_stats(parts)
     extra = read_int_sets(lang.path / "phones/extra_questions.int")
     questions = treelib.phone_questions(stats, sorted(topo.phones), lang.silence, extra)
     roots = [(p, c) for p, n in zip(range(len(topo.get_phone_to_num_pdf_classes())), topo.get_phone_to_num_pdf_classes())
@@ -142,14 +156,13 @@ def convert_alignment(ali: dict, old_tm, old_tree, new_tm, new_tree) -> dict[str
         seg_phone = phones[np.flatnonzero(starts)]
         left = np.concatenate([[0], seg_phone[:-1]])[seg]
         right = np.concatenate([seg_phone[1:], [0]])[seg]
-        hmm_state, trans_index = old.hmm_state[tids], old.trans_index[tids]
-        new_tids = np.empty_like(tids)
-        for t in range(len(tids)):
-            key = (int(left[t]), int(phones[t]), int(right[t]), int(hmm_state[t]))
+        keys, inverse = np.unique(np.stack([left, phones, right, old.hmm_state[tids]], 1), axis=0, return_inverse=True)
+        states = np.empty(len(keys), np.int64)
+        for i, key in enumerate(map(tuple, keys.tolist())):
             if key not in cache:
                 cache[key] = _new_state(key, new_tree, topo, state_of, utt)
-            new_tids[t] = new.state2id[cache[key]] + trans_index[t]
-        out[utt] = new_tids.astype(np.int32)
+            states[i] = cache[key]
+        out[utt] = (new.state2id[states[inverse.reshape(-1)]] + old.trans_index[tids]).astype(np.int32)
     return out
 
 

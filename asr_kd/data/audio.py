@@ -1,4 +1,5 @@
-"""Audio for a data dir: files soundfile reads (WAV, FLAC, NIST SPHERE), Kaldi pipe commands, segments.
+"""Audio for a data dir: files soundfile reads (WAV, FLAC, NIST SPHERE), Kaldi pipe commands, segments,
+and Kaldi's speed-perturbed entries (`sox ... speed F |`, done here with soxr).
 
 Everything comes back as float32 mono samples in [-1, 1) at the rate the caller expects; a file
 at another rate is an error unless resampling is asked for, so a corpus at 8 kHz never flows
@@ -9,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,9 +165,62 @@ def load_utterance(datadir: DataDir | str | os.PathLike, utt: str, expected_rate
     label = describe(entry, utt)
     if not is_pipe(entry):
         return read_audio(check_plain_path(entry, label), expected_rate, resample, utt, channel, start, end)
-    samples, rate = decode_bytes(run_pipe(entry, label), label)
+    samples, rate = read_recording(entry, label)
     first, last = segment_bounds(start, end, rate, len(samples), label)
     return finish(samples[first:last], rate, label, expected_rate, resample, channel)
+
+
+def read_recording(entry: str, label: str) -> tuple[np.ndarray, int]:
+    """(samples x channels, rate) of a whole wav.scp entry: a path, a pipe, or a speed-perturbed entry."""
+    speed = parse_speed_entry(entry)
+    if speed is not None:
+        inner, factor = speed
+        samples, rate = read_recording(inner, label)
+        return change_speed(samples, rate, factor), rate
+    if is_pipe(entry):
+        return decode_bytes(run_pipe(entry, label), label)
+    path = check_exists(check_plain_path(entry, label), None)
+    try:
+        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AsrKdError(f"{label}: cannot read audio: {e}") from None
+    return samples, rate
+
+
+# ---------------------------------------------------------------- speed perturbation
+
+# Kaldi's perturb_data_dir_speed.sh writes `sox PATH -t wav - speed F |` (or `CMD | sox -t wav - -t wav -
+# speed F |` after a pipe). Those entries are recognised here and done in-process with soxr,
+# so a speed-perturbed data dir is one Kaldi also reads, and neither sox nor a shell is needed.
+SPEED_TAIL = re.compile(r"\s*sox (?:-t wav )?(?P<src>\S+) -t wav - speed (?P<factor>\d*\.?\d+) \|$")
+
+
+def speed_entry(entry: str, factor: float) -> str:
+    """The wav.scp entry playing `entry` at `factor` times its speed (Kaldi's form)."""
+    if is_pipe(entry):
+        return f"{entry.rstrip()} sox -t wav - -t wav - speed {factor:g} |"
+    return f"sox {entry} -t wav - speed {factor:g} |"
+
+
+def parse_speed_entry(entry: str) -> tuple[str, float] | None:
+    """(inner entry, factor) of a speed-perturbed entry made by `speed_entry` (or Kaldi); else None."""
+    match = SPEED_TAIL.search(entry.rstrip())
+    if match is None:
+        return None
+    head = entry[:match.start()].strip()
+    if match["src"] == "-":
+        inner = head if head.endswith("|") else None
+    else:
+        inner = match["src"] if not head else None
+    factor = float(match["factor"])
+    return (inner, factor) if inner is not None and factor > 0 else None
+
+
+def change_speed(samples: np.ndarray, rate: int, factor: float) -> np.ndarray:
+    """sox `speed F`: tempo and pitch scaled by F, i.e. the samples resampled from rate*F to rate (soxr HQ)."""
+    if factor == 1.0:
+        return samples
+    return soxr.resample(samples, rate * factor, rate, quality="HQ").astype(np.float32, copy=False)
 
 
 # ---------------------------------------------------------------- durations
@@ -176,13 +231,18 @@ def utterance_duration(data: DataDir, utt: str) -> float:
     if seg is not None and seg.end != -1:
         return seg.end - seg.start
     entry = data.wav_scp[data.recording_of(utt)]
-    label = describe(entry, utt)
+    return recording_duration(entry, describe(entry, utt), utt) - (seg.start if seg is not None else 0.0)
+
+
+def recording_duration(entry: str, label: str, utt: str | None) -> float:
+    """Seconds of a whole wav.scp entry: the header for a file, the scaled inner length for a speed entry."""
+    speed = parse_speed_entry(entry)
+    if speed is not None:
+        return recording_duration(speed[0], label, utt) / speed[1]
     if is_pipe(entry):
         samples, rate = decode_bytes(run_pipe(entry, label), label)
-        total = len(samples) / rate
-    else:
-        total = audio_info(check_plain_path(entry, label), utt).duration
-    return total - (seg.start if seg is not None else 0.0)
+        return len(samples) / rate
+    return audio_info(check_plain_path(entry, label), utt).duration
 
 
 def compute_utt2dur(datadir: DataDir | str | os.PathLike) -> dict[str, float]:

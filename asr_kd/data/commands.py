@@ -1,4 +1,4 @@
-"""CLI for data dirs: validate, fix, subset, split, utt2dur (thin wrappers of datadir.py / audio.py)."""
+"""CLI for data dirs: validate, fix, subset, split, speed perturbation, utt2dur (thin wrappers of datadir.py / audio.py)."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from asr_kd.data.audio import write_utt2dur
 from asr_kd.data.datadir import fix_datadir, split_by_speaker, subset_datadir, validate_datadir
+from asr_kd.data.perturb import KALDI_FACTORS, perturb_speed
 from asr_kd.errors import AsrKdError
 
 
@@ -36,6 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--speakers", help="file with the held-out speaker ids, one per line")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_split)
+
+    p = sub.add_parser("perturb-speed", help="SRC -> DST with sp0.9-/sp1.1- speed-perturbed copies (Kaldi's 3-way)")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--factors", type=float, nargs="+", default=list(KALDI_FACTORS), metavar="F",
+                   help="speed factors; 1.0 keeps the originals (default: %(default)s)")
+    p.set_defaults(func=run_perturb)
 
     p = sub.add_parser("compute-utt2dur", help="write utt2dur from the audio headers")
     p.add_argument("dir")
@@ -68,6 +76,10 @@ def run_subset(args) -> None:
     utts = read_ids(args.utts) if args.utts else None
     speakers = read_ids(args.speakers) if args.speakers else None
     print(describe(subset_datadir(args.src, args.dst, utts=utts, speakers=speakers, first=args.first)))
+
+
+def run_perturb(args) -> None:
+    print(describe(perturb_speed(args.src, args.dst, args.factors)))
 
 
 def run_split(args) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from asr_kd.config import load_config
 from asr_kd.data.features import CmvnConfig, FeatureConfig, compute_features, default_num_jobs
 from asr_kd.data.kaldi_io import export_kaldi, import_kaldi
+from asr_kd.parallel import add_job_args, jobs_from_args
 
 
 @dataclass
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML with FeatureConfig keys and a `cmvn:` section")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. --set kind=mfcc --set deltas=2 --set cmvn.var=true")
-    p.add_argument("--num-jobs", type=int, default=default_num_jobs(), help="worker processes (default %(default)s)")
+    add_job_args(p, default_nj=default_num_jobs())
+    p.add_argument("--num-jobs", dest="nj", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old --nj
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable/too-short utterances (listed in meta)")
     p.set_defaults(func=run_compute)
 
@@ -50,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_compute(args) -> None:
     feat_cfg, cmvn_cfg = load_config(FeatureJobConfig, args.config, args.set).split()
     store = compute_features(args.data_dir, args.out_dir, feat_cfg, cmvn_cfg,
-                             num_jobs=args.num_jobs, skip_bad=args.skip_bad)
+                             jobs=jobs_from_args(args), skip_bad=args.skip_bad)
     meta = store.meta
     print(f"{store.path}: {meta['num_utts']} utterances, {meta['num_frames']} frames, dim {meta['dim']}, "
           f"{len(meta['skipped'])} skipped, config_hash {meta['config_hash']}")

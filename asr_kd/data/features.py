@@ -7,27 +7,27 @@ The numbers follow Kaldi's `compute-fbank-feats` / `compute-mfcc-feats`, `comput
 --spk2utt`, `apply-cmvn` and `add-deltas` (in that order: CMVN on the static features, deltas
 after it, as Kaldi's GMM recipes do), so alignments and models made with Kaldi and with this
 package see the same input. The result is one RaggedStore in sorted utterance order, written
-atomically: a failure leaves no half store.
+atomically: a failure leaves no half store. Pass 1 (audio -> static features, the costly part)
+runs in shards of utterances through `asr_kd.parallel` (local processes or a Dask cluster); the
+shards' stores are concatenated in utterance order, so the bytes do not depend on the job count.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import multiprocessing
 import os
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from asr_kd.config import to_dict
 from asr_kd.data.audio import load_utterance
 from asr_kd.data.datadir import DataDir, load_datadir
 from asr_kd.data.store import RaggedStore, RaggedStoreWriter
 from asr_kd.errors import AsrKdError
-from asr_kd.io import make_temp_dir, sha256_json
+from asr_kd.io import sha256_json
+from asr_kd.parallel import Jobs, run_shards, split
 
 log = logging.getLogger(__name__)
 
@@ -224,43 +224,58 @@ def apply_cmvn(feats: np.ndarray, stats: np.ndarray, cfg: CmvnConfig) -> np.ndar
     return out.astype(np.float32)
 
 
-# ---------------------------------------------------------------- workers
+# ---------------------------------------------------------------- pass 1, one shard per job
 
-_WORKER: dict = {}
-
-
-def init_worker(data: DataDir, cfg: FeatureConfig) -> None:
-    _WORKER.update(data=data, cfg=cfg)
-
-
-def utterance_features(utt: str) -> tuple[str, np.ndarray | None, int, str | None]:
-    """(utt, static features, num_samples, error message): errors come back as values, so the parent decides."""
-    data, cfg = _WORKER["data"], _WORKER["cfg"]
+def utterance_features(data: DataDir, utt: str, cfg: FeatureConfig) -> tuple[np.ndarray | None, int, str | None]:
+    """(static features, num_samples, error message) of one utterance; bad input comes back as a message."""
     try:
         samples = load_utterance(data, utt, expected_rate=cfg.sample_rate, resample=cfg.resample)
         feats = compute_static(samples, cfg)
     except AsrKdError as e:
-        return utt, None, 0, str(e)
+        return None, 0, str(e)
     if len(feats) == 0:
-        return utt, None, len(samples), (f"utterance '{utt}': {len(samples)} samples is shorter than one frame "
-                                         f"({cfg.frame_length()} samples)")
+        return None, len(samples), (f"utterance '{utt}': {len(samples)} samples is shorter than one frame "
+                                    f"({cfg.frame_length()} samples)")
     expected = num_frames(len(samples), cfg)
     if len(feats) != expected:  # a backend disagreeing with Kaldi's framing is a bug, not bad input
         raise RuntimeError(f"utterance '{utt}': {len(feats)} frames, Kaldi's formula gives {expected}")
-    return utt, feats, len(samples), None
+    return feats, len(samples), None
 
 
-def iterate_features(data: DataDir, cfg: FeatureConfig, num_jobs: int):
-    """Yield utterance_features(utt) for every utterance in sorted order, in parallel when num_jobs > 1."""
-    utts = data.utt_ids
-    if num_jobs <= 1 or len(utts) < 2 * num_jobs:
-        init_worker(data, cfg)
-        yield from map(utterance_features, utts)
-        return
-    chunk = max(1, min(64, len(utts) // (num_jobs * 8)))
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with ctx.Pool(num_jobs, initializer=init_worker, initargs=(data, cfg)) as pool:
-        yield from pool.imap(utterance_features, utts, chunksize=chunk)
+def shard_path(shard_root: str | os.PathLike, utts: list[str]) -> Path:
+    """Where the scratch store of a shard lives: named by its utterance list, so any nj finds its own."""
+    return Path(shard_root) / sha256_json(utts)[:16]
+
+
+def features_shard(utts: list[str], data_path: str, cfg: FeatureConfig, shard_root: str, skip_bad: bool) -> list[dict]:
+    """Static float32 features of `utts` into their shard store; returns the skipped utterances.
+
+    Runs in a worker (a local process or a Dask worker), which reads the data dir from its path. A
+    finished shard's store stays until the whole set is done, so a re-run after a failure or a lost
+    worker recomputes only the shards that are missing (its meta says which utterances and config).
+    """
+    out = shard_path(shard_root, utts)
+    identity = {"utts_sha256": sha256_json(utts), "config_hash": sha256_json(to_dict(cfg)), "source": data_path}
+    if (out / "meta.json").is_file():
+        done = RaggedStore(out).meta
+        if all(done.get(k) == v for k, v in identity.items()):
+            return done["skipped"]
+    data = load_datadir(data_path)
+    skipped, num_samples = [], []
+    with RaggedStoreWriter(out, "float32") as writer:
+        for utt in utts:
+            feats, count, error = utterance_features(data, utt, cfg)
+            if error is not None:
+                if not skip_bad:
+                    raise AsrKdError(f"{data.path}: {error}")
+                log.warning("skipping %s", error)
+                skipped.append({"utt": utt, "reason": error})
+                continue
+            writer.add(utt, feats)
+            num_samples.append(count)
+        np.save(writer.tmp / "num_samples.npy", np.asarray(num_samples, dtype=np.int64))
+        writer.close({**identity, "what": "static features of one shard", "skipped": skipped})
+    return skipped
 
 
 # ---------------------------------------------------------------- compute a data dir
@@ -271,73 +286,78 @@ def default_num_jobs() -> int:
 
 def compute_features(data_dir: str | os.PathLike | DataDir, out_dir: str | os.PathLike,
                      feat_cfg: FeatureConfig | None = None, cmvn_cfg: CmvnConfig | None = None, *,
-                     num_jobs: int | None = None, skip_bad: bool = False) -> RaggedStore:
+                     jobs: Jobs | int | None = None, skip_bad: bool = False) -> RaggedStore:
     """Features of every utterance of a data dir, CMVN applied, as one RaggedStore at `out_dir`.
 
-    Pass 1 computes static features into a scratch store and accumulates CMVN stats; pass 2 applies
-    CMVN and deltas while writing the final store. Memory stays flat for any corpus size.
-    A bad utterance raises its AsrKdError (naming it) unless `skip_bad`, which logs and lists it in meta.
+    Pass 1 computes static features, one scratch store per shard of utterances, in parallel as
+    `jobs` says (an int: that many local processes; default: up to 4); pass 2 accumulates CMVN
+    stats and writes CMVN-applied features with deltas in sorted utterance order, so the bytes do
+    not depend on the number of jobs. Memory stays flat for any corpus size. A bad utterance raises
+    its AsrKdError (naming it) unless `skip_bad`, which logs and lists it in meta. The shard stores
+    (`<out_dir>.shards/`) are removed once the store is written, and reused by a re-run before that.
     """
     cfg, cmvn = (feat_cfg or FeatureConfig()).resolved(), (cmvn_cfg or CmvnConfig()).check()
     data = data_dir if isinstance(data_dir, DataDir) else load_datadir(data_dir)
+    jobs = jobs if isinstance(jobs, Jobs) else Jobs(nj=jobs or default_num_jobs())
     out_dir = Path(out_dir)
-    scratch = make_temp_dir(out_dir.with_name(out_dir.name + ".raw"))
+    shard_root = out_dir.with_name(out_dir.name + ".shards")
     try:
-        raw, num_samples, skipped = compute_raw(data, cfg, scratch / "raw", num_jobs or default_num_jobs(), skip_bad)
-        stats = speaker_stats(raw, data, cmvn)
-        return write_normalised(raw, out_dir, cfg, cmvn, stats, num_samples, skipped, data)
+        raw, skipped = compute_raw(data, cfg, shard_root, jobs, skip_bad)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if shard_root.is_dir() and not any(shard_root.iterdir()):
+            shard_root.rmdir()
+    stats = speaker_stats(raw, data, cmvn)
+    store = write_normalised(raw, out_dir, cfg, cmvn, stats, skipped, data)
+    shutil.rmtree(shard_root, ignore_errors=True)
+    return store
 
 
-def compute_raw(data: DataDir, cfg: FeatureConfig, path: Path, num_jobs: int,
-                skip_bad: bool) -> tuple[RaggedStore, list[int], list[dict]]:
-    """Pass 1: static float32 features of every good utterance, with sample counts and the skipped list."""
-    num_samples, skipped = [], []
-    with RaggedStoreWriter(path, "float32") as writer, \
-            contextlib.closing(iterate_features(data, cfg, num_jobs)) as results:
-        for utt, feats, count, error in tqdm(results, total=len(data), desc=f"{cfg.kind} {data.path}", unit="utt"):
-            if error is not None:
-                if not skip_bad:
-                    raise AsrKdError(f"{data.path}: {error}")
-                log.warning("skipping %s", error)
-                skipped.append({"utt": utt, "reason": error})
-                continue
-            writer.add(utt, feats)
-            num_samples.append(count)
-        if not writer.keys:
-            raise AsrKdError(f"{data.path}: no utterance gave features ({len(skipped)} skipped)")
-        return writer.close({"what": "scratch static features"}), num_samples, skipped
+def compute_raw(data: DataDir, cfg: FeatureConfig, shard_root: Path, jobs: Jobs,
+                skip_bad: bool) -> tuple[list[RaggedStore], list[dict]]:
+    """Pass 1: the shard stores of static features (in utterance order) and the skipped list."""
+    shards = split(data.utt_ids, jobs.nj)
+    skipped_per_shard = run_shards(features_shard, shards, jobs, str(data.path), cfg, str(shard_root), skip_bad,
+                                   desc=f"{cfg.kind} {data.path}")
+    stores = [RaggedStore(shard_path(shard_root, shard)) for shard in shards]
+    if not any(len(store) for store in stores):
+        raise AsrKdError(f"{data.path}: no utterance gave features ({sum(map(len, skipped_per_shard))} skipped)")
+    return stores, [s for shard in skipped_per_shard for s in shard]
+
+
+def raw_items(raw: list[RaggedStore]):
+    """(utt, static features) of every shard store, in order."""
+    for store in raw:
+        yield from store.items()
 
 
 def cmvn_unit(utt: str, data: DataDir, cmvn: CmvnConfig) -> str:
     return data.utt2spk[utt] if cmvn.per == "speaker" else utt
 
 
-def speaker_stats(raw: RaggedStore, data: DataDir, cmvn: CmvnConfig) -> dict[str, np.ndarray]:
+def speaker_stats(raw: list[RaggedStore], data: DataDir, cmvn: CmvnConfig) -> dict[str, np.ndarray]:
     """Kaldi compute-cmvn-stats per speaker (or per utterance): unit -> (2, dim + 1) stats."""
     stats: dict[str, np.ndarray] = {}
     if not cmvn.active:
         return stats
-    for utt, feats in raw.items():
+    for utt, feats in raw_items(raw):
         unit = cmvn_unit(utt, data, cmvn)
         stats[unit] = stats[unit] + cmvn_stats(feats) if unit in stats else cmvn_stats(feats)
     return stats
 
 
-def write_normalised(raw: RaggedStore, out_dir: Path, cfg: FeatureConfig, cmvn: CmvnConfig,
-                     stats: dict[str, np.ndarray], num_samples: list[int], skipped: list[dict],
-                     data: DataDir) -> RaggedStore:
+def write_normalised(raw: list[RaggedStore], out_dir: Path, cfg: FeatureConfig, cmvn: CmvnConfig,
+                     stats: dict[str, np.ndarray], skipped: list[dict], data: DataDir) -> RaggedStore:
     """Pass 2: CMVN, deltas, storage dtype; CMVN stats and sample counts saved beside the rows."""
+    num_samples = np.concatenate([np.load(store.path / "num_samples.npy") for store in raw])
     with RaggedStoreWriter(out_dir, cfg.dtype) as writer:
-        for utt, feats in raw.items():
+        for utt, feats in raw_items(raw):
             if cmvn.active:
                 feats = apply_cmvn(feats, stats[cmvn_unit(utt, data, cmvn)], cmvn)
             writer.add(utt, add_deltas(feats, cfg.deltas, cfg.delta_window))
         units = sorted(stats)
         np.savez(writer.tmp / "cmvn_stats.npz", units=np.asarray(units, dtype=str),
                  stats=np.stack([stats[u] for u in units]) if units else np.zeros((0, 2, cfg.static_dim() + 1)))
-        np.save(writer.tmp / "num_samples.npy", np.asarray(num_samples, dtype=np.int64))
+        np.save(writer.tmp / "num_samples.npy", num_samples.astype(np.int64))
         store = writer.close(feature_meta(cfg, cmvn, writer, skipped, data))
     log.info("%s: %d utterances, %d frames, dim %d (%d skipped)", out_dir, len(store), store.meta["num_frames"],
              store.meta["dim"], len(skipped))

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from asr_kd.errors import AsrKdError
+from asr_kd.parallel import add_job_args
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beam", type=float, default=13.0)
     p.add_argument("--lattice-beam", type=float, default=6.0)
     p.add_argument("--max-active", type=int, default=7000)
-    p.add_argument("--num-jobs", type=int, default=1, help="decoder worker processes")
+    add_job_args(p)
+    p.add_argument("--num-jobs", dest="nj", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old --nj
     p.set_defaults(func=_decode)
 
     p = sub.add_parser("score", help="WER of a hypothesis text against a reference text")
@@ -55,43 +57,39 @@ def _make_graph(args) -> None:
     make_graph(args.lang_dir, args.model_dir, args.graph_dir, self_loop_scale=args.self_loop_scale)
 
 
-def _load_loglikes(decoder, feats: str | None, loglikes: str | None) -> dict:
-    from asr_kd.data.store import RaggedStore
-    from asr_kd.decode.decoder import gmm_loglikes
+def _decode_job(args, dev: bool) -> DecodeJob:
+    """What the workers load for one set: the graph, the model, and the set's store (paths only)."""
+    from asr_kd.decode.decoder import DecodeJob
 
-    if loglikes:
-        store = RaggedStore(loglikes)
-        return {utt: store[utt] for utt in store}
-    store = RaggedStore(feats)
-    return gmm_loglikes(decoder.am, {utt: store[utt] for utt in store})
+    feats, loglikes = (args.dev_feats, args.dev_loglikes) if dev else (args.feats, args.loglikes)
+    return DecodeJob(args.graph_dir, str(Path(args.model_dir) / "final.mdl"), source=loglikes or feats,
+                     gmm=loglikes is None, beam=args.beam, lattice_beam=args.lattice_beam, max_active=args.max_active)
 
 
 def _decode(args) -> None:
-    from asr_kd.decode.decoder import Decoder, decode_all
+    from asr_kd.decode.decoder import decode_store
     from asr_kd.decode.scoring import read_text_table
     from asr_kd.decode.tune import DEFAULT_PENALTIES, DEFAULT_SCALES, tune_and_decode
     from asr_kd.io import write_json
+    from asr_kd.parallel import jobs_from_args
 
-    model_path = Path(args.model_dir) / "final.mdl"
-    options = {"beam": args.beam, "lattice_beam": args.lattice_beam, "max_active": args.max_active}
-    decoder = Decoder(args.graph_dir, model_path, word_penalty=args.word_penalty, **options)
-    loglikes = _load_loglikes(decoder, args.feats, args.loglikes)
-    settings = {**options, "graph_dir": args.graph_dir, "model_dir": args.model_dir}
+    job, jobs = _decode_job(args, dev=False), jobs_from_args(args)
+    settings = {"beam": job.beam, "lattice_beam": job.lattice_beam, "max_active": job.max_active,
+                "graph_dir": args.graph_dir, "model_dir": args.model_dir}
     if args.dev_feats or args.dev_loglikes:
         if not args.dev_text:
             raise AsrKdError("--dev-feats/--dev-loglikes need --dev-text to choose the acoustic scale and word penalty")
         scales = _floats(args.acoustic_scales) or DEFAULT_SCALES
         penalties = _floats(args.word_penalties) or DEFAULT_PENALTIES
-        dev = _load_loglikes(decoder, args.dev_feats, args.dev_loglikes)
-        tuned = tune_and_decode(args.graph_dir, model_path, dev, read_text_table(args.dev_text), loglikes, scales,
-                                penalties, args.num_jobs, **options)
+        tuned = tune_and_decode(_decode_job(args, dev=True), read_text_table(args.dev_text), job, scales, penalties,
+                                jobs)
         hyps, stats, scale, penalty = tuned.hyps, tuned.stats, tuned.acoustic_scale, tuned.word_penalty
         write_json(Path(args.out_dir) / "tuning.json", {
             "chosen_acoustic_scale": scale, "chosen_word_penalty": penalty, "tuned_on": args.dev_text,
             "dev": [{"acoustic_scale": s, "word_penalty": p, **r.summary()} for (s, p), r in tuned.dev_wer.items()]})
     else:
         scale, penalty = args.acoustic_scale, args.word_penalty
-        hyps, stats = decode_all(decoder, loglikes, scale, args.num_jobs)
+        hyps, stats = decode_store(job, [(scale, penalty)], jobs)[(scale, penalty)]
     settings.update(acoustic_scale=scale, word_penalty=penalty, real_time_factor=round(stats.real_time_factor, 5),
                     decode_seconds=round(stats.seconds, 3), failed_utterances=stats.num_failed)
     _write_results(args, hyps, settings, stats)

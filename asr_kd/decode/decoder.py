@@ -15,13 +15,15 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from asr_kd.data.store import RaggedStore
 from asr_kd.errors import AsrKdError
 from asr_kd.io import read_json, sha256_file
+from asr_kd.parallel import Jobs, run_shards, split
 
 log = logging.getLogger(__name__)
 
@@ -88,36 +90,71 @@ class Decoder:
 
 def decode(loglikes: Mapping[str, np.ndarray], graph_dir: str | os.PathLike, model_path: str | os.PathLike,
            acoustic_scale: float = 0.1, beam: float = 13.0, lattice_beam: float = 6.0,
-           max_active: int = 7000, num_jobs: int = 1) -> dict[str, list[str]]:
-    """Decode every utterance of `loglikes` (utt -> (frames, num_pdfs)); returns utt -> words."""
+           max_active: int = 7000) -> dict[str, list[str]]:
+    """Decode every utterance of `loglikes` (utt -> (frames, num_pdfs)) in this process; returns utt -> words."""
     decoder = Decoder(graph_dir, model_path, beam=beam, lattice_beam=lattice_beam, max_active=max_active)
-    return decode_all(decoder, loglikes, acoustic_scale, num_jobs)[0]
+    return decode_all(decoder, loglikes, acoustic_scale)[0]
 
 
-def decode_all(decoder: Decoder, loglikes: Mapping[str, np.ndarray], acoustic_scale: float,
-               num_jobs: int = 1) -> tuple[dict[str, list[str]], DecodeStats]:
-    """Decode with an already loaded Decoder (to try several acoustic scales without reloading).
-
-    `num_jobs` > 1 forks that many workers, which inherit the loaded graph and the matrices (no
-    copies are sent); each decodes a share of the utterances. RTF counts decoder seconds summed
-    over workers, so it does not depend on num_jobs.
-    """
+def decode_all(decoder: Decoder, loglikes: Mapping[str, np.ndarray],
+               acoustic_scale: float) -> tuple[dict[str, list[str]], DecodeStats]:
+    """Decode in-memory matrices with an already loaded Decoder, in this process (sorted utterance order)."""
     utts = sorted(loglikes)
-    hyps, stats = {}, DecodeStats()
-    progress = {"total": len(utts), "desc": f"decode (acwt {acoustic_scale:g})", "unit": "utt",
-                "disable": len(utts) < 20, "leave": False}
-    if num_jobs > 1 and len(utts) > 1:
-        import multiprocessing
+    progress = {"desc": f"decode (acwt {acoustic_scale:g})", "unit": "utt", "disable": len(utts) < 20, "leave": False}
+    results = [_decode_timed(decoder, u, loglikes[u], acoustic_scale) for u in tqdm(utts, **progress)]
+    return collect(results, acoustic_scale)
 
-        _FORKED.update(decoder=decoder, loglikes=loglikes, scale=acoustic_scale)
-        try:
-            with multiprocessing.get_context("fork").Pool(min(num_jobs, len(utts))) as pool:
-                chunk = max(1, len(utts) // (8 * num_jobs))
-                results = list(tqdm(pool.imap(_decode_forked, utts, chunksize=chunk), **progress))
-        finally:
-            _FORKED.clear()
-    else:
-        results = [_decode_timed(decoder, u, loglikes[u], acoustic_scale) for u in tqdm(utts, **progress)]
+
+# ---------------------------------------------------------------- sharded over jobs
+
+Setting = tuple[float, float]  # (acoustic scale, word penalty)
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """What a decode worker needs, as paths: a local process and a Dask worker load it the same way."""
+    graph_dir: str
+    model_path: str
+    source: str            # a log-likelihood store (frames x pdfs), or a feature store if `gmm`
+    gmm: bool = False      # True: `source` holds features, scored with the GMM in `model_path`
+    beam: float = 13.0
+    lattice_beam: float = 6.0
+    max_active: int = 7000
+
+
+def decode_store(job: DecodeJob, settings: Sequence[Setting],
+                 jobs: Jobs = Jobs()) -> dict[Setting, tuple[dict[str, list[str]], DecodeStats]]:
+    """Decode every utterance of `job.source` at each (acoustic scale, word penalty), sharded over `jobs`.
+
+    The utterances are cut into nj contiguous shards; each worker loads the graph once per word
+    penalty and decodes its shard at every setting, so tuning a grid costs one graph load per job
+    and penalty, not per setting. Hypotheses do not depend on nj (each utterance is decoded alone);
+    RTF counts decoder seconds summed over workers.
+    """
+    utts = sorted(RaggedStore(job.source).keys)
+    if not utts:
+        raise AsrKdError(f"{job.source}: no utterances to decode")
+    settings = list(dict.fromkeys(settings))
+    per_shard = run_shards(decode_shard, split(utts, jobs.nj), jobs, job, settings, desc=f"decode {job.source}")
+    return {s: collect([r for shard in per_shard for r in shard[s]], s[0]) for s in settings}
+
+
+def decode_shard(utts: list[str], job: DecodeJob, settings: list[Setting]) -> dict[Setting, list[tuple]]:
+    """One job's share: setting -> [(utt, words, reached final, frames, seconds)] in `utts` order."""
+    options = {"beam": job.beam, "lattice_beam": job.lattice_beam, "max_active": job.max_active}
+    decoders = {p: Decoder(job.graph_dir, job.model_path, word_penalty=p, **options)
+                for p in dict.fromkeys(p for _, p in settings)}
+    store = RaggedStore(job.source)
+    matrices = {u: np.asarray(store[u]) for u in utts}
+    if job.gmm:
+        matrices = gmm_loglikes(next(iter(decoders.values())).am, matrices)
+    return {(scale, penalty): [_decode_timed(decoders[penalty], u, matrices[u], scale) for u in utts]
+            for scale, penalty in settings}
+
+
+def collect(results: list[tuple], acoustic_scale: float) -> tuple[dict[str, list[str]], DecodeStats]:
+    """Hypotheses and stats of per-utterance results; utterances without a final state are logged."""
+    hyps, stats = {}, DecodeStats()
     for utt, words, ok, frames, seconds in results:
         hyps[utt] = words
         stats.seconds += seconds
@@ -128,13 +165,6 @@ def decode_all(decoder: Decoder, loglikes: Mapping[str, np.ndarray], acoustic_sc
     log.info("decoded %d utterances (acoustic scale %g), %d without a final state, real-time factor %.4f",
              stats.num_utts, acoustic_scale, stats.num_failed, stats.real_time_factor)
     return hyps, stats
-
-
-_FORKED: dict = {}  # what forked decode workers inherit from decode_all
-
-
-def _decode_forked(utt: str):
-    return _decode_timed(_FORKED["decoder"], utt, _FORKED["loglikes"][utt], _FORKED["scale"])
 
 
 def _decode_timed(decoder: Decoder, utt: str, matrix, acoustic_scale: float):

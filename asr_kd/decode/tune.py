@@ -8,14 +8,12 @@ insertion penalty is the cost added per hypothesised word (Kaldi's scoring tries
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-import numpy as np
-
-from asr_kd.decode.decoder import Decoder, DecodeStats, decode_all
+from asr_kd.decode.decoder import DecodeJob, DecodeStats, decode_store
 from asr_kd.decode.scoring import WerResult, wer
+from asr_kd.parallel import Jobs
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +30,19 @@ class TunedDecode:
     stats: DecodeStats
 
 
-def tune_and_decode(graph_dir: str | os.PathLike, model_path: str | os.PathLike,
-                    dev_loglikes: Mapping[str, np.ndarray], dev_refs: Mapping[str, list[str]],
-                    test_loglikes: Mapping[str, np.ndarray], scales: Sequence[float] = DEFAULT_SCALES,
-                    penalties: Sequence[float] = DEFAULT_PENALTIES, num_jobs: int = 1,
-                    **decoder_options) -> TunedDecode:
+def tune_and_decode(dev_job: DecodeJob, dev_refs: Mapping[str, list[str]], test_job: DecodeJob,
+                    scales: Sequence[float] = DEFAULT_SCALES, penalties: Sequence[float] = DEFAULT_PENALTIES,
+                    jobs: Jobs = Jobs()) -> TunedDecode:
     """Decode dev on the (scale x penalty) grid, keep the fewest errors (ties: smaller scale, then
-    smaller penalty), decode test with it. `decoder_options`: beam, lattice_beam, max_active."""
-    dev_wer, decoders = {}, {}
-    for penalty in penalties:
-        decoders[penalty] = Decoder(graph_dir, model_path, word_penalty=penalty, **decoder_options)
-        for scale in scales:
-            hyps, _ = decode_all(decoders[penalty], dev_loglikes, scale, num_jobs)
-            dev_wer[(scale, penalty)] = wer(dict(dev_refs), hyps)
-            log.info("dev acoustic scale %g, word penalty %g: %s", scale, penalty, dev_wer[(scale, penalty)])
+    smaller penalty), decode test with it; both sharded over `jobs`."""
+    grid = [(scale, penalty) for penalty in penalties for scale in scales]
+    dev = decode_store(dev_job, grid, jobs)
+    dev_wer = {}
+    for scale, penalty in grid:
+        dev_wer[(scale, penalty)] = wer(dict(dev_refs), dev[(scale, penalty)][0])
+        log.info("dev acoustic scale %g, word penalty %g: %s", scale, penalty, dev_wer[(scale, penalty)])
     scale, penalty = min(dev_wer, key=lambda k: (dev_wer[k].errors, k))
     log.info("chosen acoustic scale %g, word penalty %g (dev WER %.2f%%)", scale, penalty,
              dev_wer[(scale, penalty)].wer)
-    hyps, stats = decode_all(decoders[penalty], test_loglikes, scale, num_jobs)
+    hyps, stats = decode_store(test_job, [(scale, penalty)], jobs)[(scale, penalty)]
     return TunedDecode(scale, penalty, dev_wer, hyps, stats)

@@ -6,19 +6,26 @@
 #   ./run.sh --stage 5 --stop-stage 9          # re-run from the baseline DNN on
 #   ./run.sh --data /tmp/an4/data --exp /tmp/an4/exp --subset 40   # smoke test on 40 utts per set
 #
-# Stages: 0 data prep, 1 lang + LM, 2 features, 3 mono, 4 tri1 + alignments + GMM decode,
-# 5 baseline DNN, 6 ensemble, 7 distillation, 8 DNN decoding, 9 report (exp/report/RESULTS.md).
+# Stages: 0 data prep (first downloads AN4, ~64 MB, if no local copy is given or found), 1 lang + LM,
+# 2 features, 3 mono, 4 tri1 + alignments + GMM decode, 5 baseline DNN, 6 ensemble, 7 distillation,
+# 8 DNN decoding, 9 report (exp/report/RESULTS.md).
 # Finished steps are skipped on re-runs (markers in exp/.done/); logs in exp/log/.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 . ../utils/hybrid_kd_defaults.sh
-corpus=${AN4_CORPUS:-$(cd ../../.. && pwd)/shared/corpora/an4}  # AN4 root (etc/, wav/); env AN4_CORPUS
+corpus=${AN4_CORPUS:-}   # AN4 dir (etc/, wav/) or its parent, env AN4_CORPUS; empty: --shared-corpus or download
+shared_corpus=$(cd ../../.. && pwd)/shared/corpora/an4  # local copy used if present when --corpus is empty
+downloads=downloads      # with no local copy, stage 0 downloads and unpacks AN4 here (mirror: ASR_KD_DOWNLOAD_URL)
 subset=0                 # >0: keep only the first N utterances of each set (smoke tests)
 . ../utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument(s): $* (see --help)" >&2; exit 1; }
 
 # ------------------------------------------------------------------ paths (before any stage)
+download=false  # a local copy always wins: nothing is downloaded when one is given or found
+if [ -z "$corpus" ]; then
+  if [ -d "$shared_corpus" ]; then corpus=$shared_corpus; else corpus=$downloads; download=true; fi
+fi
 dict_dir=$data/local/dict
 suffix=""; [ "$subset" -gt 0 ] && suffix=_sub$subset
 train_dir=$data/train$suffix
@@ -29,6 +36,9 @@ test_dir=$data/test$suffix
 # ------------------------------------------------------------------ stage 0: data prep
 if in_stage 0; then
   echo "stage 0: AN4 data dirs and dict dir from $corpus"
+  if $download; then  # not a marked step: re-runs are no-ops (verified files and unpack markers are kept)
+    "$python" -m data_prep.an4 download --dest "$downloads"
+  fi
   step prepare_an4 "$python" -m data_prep.an4 prepare --corpus "$corpus" --out "$data"
   if [ "$subset" -gt 0 ]; then
     for set in train dev test; do

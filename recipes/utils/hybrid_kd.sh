@@ -14,6 +14,10 @@
 # ------------------------------------------------------------------ paths (before any stage)
 sets="train dev test"
 declare -A set_dir=([train]=$train_dir [dev]=$dev_dir [test]=$test_dir)
+dnn_train=train                      # the set the DNNs train on (and their priors come from)
+if [ -n "$speed_perturb" ]; then     # train_sp: speed-perturbed copies + originals, features, tri1 alignments
+  sets="train train_sp dev test"; set_dir[train_sp]=${train_dir}_sp; dnn_train=train_sp
+fi
 lang=$data/lang
 lang_test=$data/lang_test_bg
 arpa=$data/local/lm_bg.arpa
@@ -33,6 +37,8 @@ log_dir=$exp/log
 done_dir=$exp/.done
 
 ali_of() { if [ "$1" = train ]; then echo "$ali"; else echo "${ali}_$1"; fi; }
+dnn_feats=$fbank/$dnn_train
+dnn_ali=$(ali_of $dnn_train)
 model_size=(--set model.hidden_layers=$hidden_layers --set model.hidden_dim=$hidden_dim
             --set max_epochs=$max_epochs --set device=$device --set seed=$seed)
 student_size=(--set student.model.hidden_layers=$hidden_layers --set student.model.hidden_dim=$hidden_dim
@@ -40,8 +46,9 @@ student_size=(--set student.model.hidden_layers=$hidden_layers --set student.mod
 member_seed=$((100 * (seed - 1) + 2))  # members' seeds: member_seed, member_seed + 1, ...
 soft_terms="{soft_ce: 1.0, hard_ce: $hard_weight}"
 nnet_device=$device; [ "$device" = auto ] && nnet_device=$("$python" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
+job_opts=(--nj "$nj"); [ -n "$dask_scheduler" ] && job_opts+=(--dask-scheduler "$dask_scheduler")
 decode_opts=(--acoustic-scales "$acoustic_scales" --word-penalties "$word_penalties" --beam "$beam" --max-active "$max_active"
-             --num-jobs "$nj")
+             "${job_opts[@]}")
 members=(); for ((i = 0; i < num_members; i++)); do members+=("$ensemble/member_$i"); done
 
 # ------------------------------------------------------------------ helpers
@@ -90,7 +97,7 @@ decode_dnn() {
   for set in dev test; do  # log-likelihood stores (deleted after decoding): rebuilt for a re-decode
     [ -d "$dir/loglikes_$set" ] || rm -f "$done_dir/loglikes_${name}_$set"
     fresh_step "loglikes_${name}_$set" "$dir/loglikes_$set" \
-      kd compute-loglikes "$@" "$fbank/$set" "$ali" "$dir/loglikes_$set" --combine "$combine" \
+      kd compute-loglikes "$@" "$fbank/$set" "$dnn_ali" "$dir/loglikes_$set" --combine "$combine" \
         --device "$nnet_device" --dtype float16
   done
   fresh_step "decode_${name}_test" "$dir/decode_test" \
@@ -112,16 +119,19 @@ hybrid_kd_stages() {
 
   if in_stage 2; then
     echo "stage 2: features (MFCC for the GMM, fbank for the DNN)"
+    if [ -n "$speed_perturb" ]; then
+      fresh_step perturb_speed "${set_dir[train_sp]}" kd perturb-speed "$train_dir" "${set_dir[train_sp]}" --factors $speed_perturb
+    fi
     for set in $sets; do
-      step mfcc_$set kd compute-features --config "$mfcc_conf" --num-jobs "$nj" "${set_dir[$set]}" "$mfcc/$set"
-      step fbank_$set kd compute-features --config "$fbank_conf" --num-jobs "$nj" "${set_dir[$set]}" "$fbank/$set"
+      step mfcc_$set kd compute-features --config "$mfcc_conf" "${job_opts[@]}" "${set_dir[$set]}" "$mfcc/$set"
+      step fbank_$set kd compute-features --config "$fbank_conf" "${job_opts[@]}" "${set_dir[$set]}" "$fbank/$set"
     done
   fi
 
   if in_stage 3; then
     echo "stage 3: monophone GMM, alignment of train, graph, GMM decoding"
-    fresh_step train_mono "$mono" kd train-mono "$mfcc/train" "$train_dir" "$lang" "$mono"
-    fresh_step align_mono "${mono}_ali" kd align "$mfcc/train" "$train_dir" "$lang" "$mono" "${mono}_ali"
+    fresh_step train_mono "$mono" kd train-mono "${job_opts[@]}" --num-utts "$mono_num_utts" "$mfcc/train" "$train_dir" "$lang" "$mono"
+    fresh_step align_mono "${mono}_ali" kd align "${job_opts[@]}" "$mfcc/train" "$train_dir" "$lang" "$mono" "${mono}_ali"
     fresh_step make_graph_mono "$mono/graph_bg" kd make-graph "$lang_test" "$mono" "$mono/graph_bg"
     fresh_step decode_mono_test "$mono/decode_test" kd decode "$mono/graph_bg" "$mono" "$mono/decode_test" \
       --feats "$mfcc/test" --text "$test_dir/text" --dev-feats "$mfcc/dev" --dev-text "$dev_dir/text" \
@@ -130,10 +140,10 @@ hybrid_kd_stages() {
 
   if in_stage 4; then
     echo "stage 4: triphone GMM (tri1), alignments of every set, graph, GMM decoding"
-    fresh_step train_tri1 "$tri1" kd train-tri --num-leaves "$num_leaves" --tot-gauss "$tot_gauss" \
+    fresh_step train_tri1 "$tri1" kd train-tri "${job_opts[@]}" --num-leaves "$num_leaves" --tot-gauss "$tot_gauss" --num-utts "$tri_num_utts" \
       "$mfcc/train" "$train_dir" "$lang" "${mono}_ali" "$tri1"
     for set in $sets; do
-      fresh_step align_tri1_$set "$(ali_of $set)" kd align "$mfcc/$set" "${set_dir[$set]}" "$lang" "$tri1" "$(ali_of $set)"
+      fresh_step align_tri1_$set "$(ali_of $set)" kd align "${job_opts[@]}" "$mfcc/$set" "${set_dir[$set]}" "$lang" "$tri1" "$(ali_of $set)"
     done
     fresh_step make_graph "$graph" kd make-graph "$lang_test" "$tri1" "$graph"
     fresh_step decode_tri1_test "$tri1/decode_test" kd decode "$graph" "$tri1" "$tri1/decode_test" \
@@ -144,13 +154,13 @@ hybrid_kd_stages() {
   if in_stage 5; then
     echo "stage 5: baseline DNN (${hidden_layers} x ${hidden_dim})"
     step train_dnn kd train --config "$dnn_conf" "${model_size[@]}" \
-      "$fbank/train" "$ali" "$fbank/dev" "${ali}_dev" "$dnn"
+      "$dnn_feats" "$dnn_ali" "$fbank/dev" "${ali}_dev" "$dnn"
   fi
 
   if in_stage 6; then
     echo "stage 6: ensemble of $num_members DNNs (seeds $member_seed..$((member_seed + num_members - 1)))"
     step train_ensemble kd train-ensemble --config "$dnn_conf" "${model_size[@]}" --set seed=$member_seed \
-      --k "$num_members" "$fbank/train" "$ali" "$fbank/dev" "${ali}_dev" "$ensemble"
+      --k "$num_members" "$dnn_feats" "$dnn_ali" "$fbank/dev" "${ali}_dev" "$ensemble"
   fi
 
   if in_stage 7; then
@@ -159,19 +169,19 @@ hybrid_kd_stages() {
       local teacher=(--teacher "$ensemble" --combination "$combination")
       if [ "$teacher_cache" = true ]; then  # the ensemble runs once per T (arith) or once for every T (geo)
         local cache=$teacher_cache_dir; [ "$combination" = arith ] && cache=${teacher_cache_dir}_T$t
-        fresh_step "cache_teacher_$(basename "$cache")" "$cache" kd cache-teacher "$ensemble" --feats "$fbank/train" \
+        fresh_step "cache_teacher_$(basename "$cache")" "$cache" kd cache-teacher "$ensemble" --feats "$dnn_feats" \
           --out "$cache" --combination "$combination" --temperature "$t" --device "$nnet_device"
         teacher=(--teacher-cache "$cache")
       fi
       step distill_T$t kd distill --config "$distill_conf" "${student_size[@]}" "${teacher[@]}" \
         --set loss.temperature=$t --set "loss.terms=$soft_terms" \
-        "$fbank/train" "$ali" "$fbank/dev" "${ali}_dev" "$exp/student_T$t"
+        "$dnn_feats" "$dnn_ali" "$fbank/dev" "${ali}_dev" "$exp/student_T$t"
     done
     if [ "$regularizer_fraction" != 0 ]; then
       step regularizer kd regularizer --config "$distill_conf" "${student_size[@]}" \
         --set student.max_epochs=$regularizer_epochs --set student.min_epochs=$((regularizer_epochs / 3)) \
         --set "loss.terms={soft_ce: 1.0}" --teacher "$ensemble" --combination "$combination" \
-        --fraction "$regularizer_fraction" --baseline "$dnn" "$fbank/train" "$ali" "$fbank/dev" "${ali}_dev" \
+        --fraction "$regularizer_fraction" --baseline "$dnn" "$dnn_feats" "$dnn_ali" "$fbank/dev" "${ali}_dev" \
         "$fbank/test" "${ali}_test" "$regularizer"
     fi
   fi

@@ -15,9 +15,13 @@ fbank_conf=conf/fbank.yaml      # DNN features (compute-features config)
 dnn_conf=conf/dnn.yaml          # baseline and ensemble members (TrainConfig)
 distill_conf=conf/distill.yaml  # students (DistillConfig); the size options below override both
 python=${PYTHON:-python} # a Python with asr_kd installed (the repo's .venv/bin/python)
-nj=2                     # worker processes for feature extraction and decoding
+nj=2                     # parallel jobs (shards of utterances): features, GMM training and alignment, decoding
+dask_scheduler=          # tcp://HOST:PORT: run those jobs on a Dask cluster instead of local processes
 device=auto              # nnet training / inference device: auto | cpu | cuda | cuda:N
 lm_order=2               # n-gram order of the LM trained on the training transcripts
+mono_num_utts=2000       # monophones on the N shortest train utterances (Kaldi's LibriSpeech: 2000); 0 = all
+tri_num_utts=5000        # tri1 on N train utterances spread over the set (Kaldi's train_5k); 0 = all.
+                         # Every set is then aligned with tri1. AN4 (857 utterances) uses all of them.
 num_leaves=500           # tri1: tied HMM states (= DNN output classes)
 tot_gauss=4000           # tri1: total Gaussians
 hidden_layers=2          # DNN depth: baseline, every ensemble member and every student (paper: 8)
@@ -35,4 +39,6 @@ acoustic_scales=0.05,0.0667,0.0833,0.1  # scales tried on dev; the best (scale, 
 word_penalties=0,1       # word insertion penalties tried on dev (Kaldi's scoring tries 0 0.5 1)
 beam=11.0                # decoder beam (Kaldi's default 13 decodes AN4 dev to the same WER, 2x slower)
 max_active=7000          # decoder: most active states per frame
+speed_perturb=""         # e.g. "0.9 1.0 1.1": DNNs train on train_sp (Kaldi's 3-way speed perturbation),
+                         # aligned with tri1; empty = off (no gain shown on AN4: recipes/an4/README.md)
 keep_loglikes=false      # keep the per-system log-likelihood stores after decoding (large)

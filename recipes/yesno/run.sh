@@ -2,7 +2,8 @@
 # waves_yesno (OpenSLR 1, 8 kHz, 60 recordings): the hybrid DNN-HMM + distillation pipeline in
 # about a minute; a smoke test of the whole toolkit more than an experiment.
 #
-#   python -m data_prep.yesno download --dest /tmp/yesno && ./run.sh --corpus /tmp/yesno
+#   ./run.sh                        # stage 0 downloads waves_yesno (~4.5 MB) unless a local copy is found
+#   ./run.sh --corpus /tmp/yesno    # a local copy (the waves_yesno dir or its parent): nothing downloaded
 #
 # yesno has no dev set (train = first 30 files, test = the rest, one speaker), so the decoder's
 # acoustic scale is tuned on test itself: its WER is optimistic (as Kaldi's egs/yesno).
@@ -10,7 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 . ../utils/hybrid_kd_defaults.sh
-corpus=${YESNO_CORPUS:-}  # the waves_yesno dir (or its parent); env YESNO_CORPUS
+corpus=${YESNO_CORPUS:-}  # the waves_yesno dir or its parent, env YESNO_CORPUS; empty: --shared-corpus or download
+shared_corpus=$(cd ../../.. && pwd)/shared/corpora/yesno  # local copy used if present when --corpus is empty
+downloads=downloads       # with no local copy, stage 0 downloads and unpacks yesno here (mirror: ASR_KD_DOWNLOAD_URL)
 mfcc_conf=conf/mfcc.yaml  # 8 kHz versions of AN4's feature configs
 fbank_conf=conf/fbank.yaml
 dnn_conf=../an4/conf/dnn.yaml
@@ -21,8 +24,11 @@ hidden_dim=64
 num_members=3
 . ../utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument(s): $* (see --help)" >&2; exit 1; }
-[ -n "$corpus" ] || { echo "$0: give --corpus (or YESNO_CORPUS)" >&2; exit 1; }
 
+download=false  # a local copy always wins: nothing is downloaded when one is given or found
+if [ -z "$corpus" ]; then
+  if [ -d "$shared_corpus" ]; then corpus=$shared_corpus; else corpus=$downloads; download=true; fi
+fi
 dict_dir=$data/local/dict
 train_dir=$data/train
 dev_dir=$data/test
@@ -31,6 +37,9 @@ test_dir=$data/test
 
 if in_stage 0; then
   echo "stage 0: yesno data dirs and dict dir from $corpus"
+  if $download; then  # not a marked step: re-runs are no-ops (verified files and unpack markers are kept)
+    "$python" -m data_prep.yesno download --dest "$downloads"
+  fi
   step prepare_yesno "$python" -m data_prep.yesno prepare --corpus "$corpus" --out "$data"
 fi
 
