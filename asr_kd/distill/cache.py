@@ -337,7 +337,8 @@ class CachedTeacher:
     """
 
     def __init__(self, path: str | os.PathLike, *, temperature: float | None = None, spec: TeacherSpec | None = None,
-                 feature_config_hash: str | None = None, device: str | torch.device = "cpu"):
+                 feature_config_hash: str | None = None, feature_store: str | None = None,
+                 device: str | torch.device = "cpu"):
         self.path = Path(path)
         meta_file = self.path / "meta.json"
         if not meta_file.is_file():
@@ -345,7 +346,8 @@ class CachedTeacher:
         self.meta = read_json(meta_file)
         if self.meta.get("format") != CACHE_FORMAT:
             raise AsrKdError(f"{meta_file}: format {self.meta.get('format')!r}, expected {CACHE_FORMAT!r}")
-        check_cache_meta(self.meta, meta_file, temperature=temperature, spec=spec, feature_config_hash=feature_config_hash)
+        check_cache_meta(self.meta, meta_file, temperature=temperature, spec=spec, feature_config_hash=feature_config_hash,
+                         feature_store=feature_store)
         self.device = torch.device(device)
         self.combination = self.meta["combination"]
         self.values = RaggedStore(self.path / "values")
@@ -405,7 +407,7 @@ class CachedTeacher:
 
 
 def check_cache_meta(meta: dict, where, *, temperature: float | None = None, spec: TeacherSpec | None = None,
-                     feature_config_hash: str | None = None) -> None:
+                     feature_config_hash: str | None = None, feature_store: str | None = None) -> None:
     """Refuse a cache whose producer differs from what the caller expects; the message names what differs."""
     problems = []
     if spec is not None:
@@ -420,6 +422,7 @@ def check_cache_meta(meta: dict, where, *, temperature: float | None = None, spe
                         f"the loss asks T={temperature:g} (re-cache, or cache a 'geo' teacher: its logits serve any T)")
     if feature_config_hash is not None and meta["feature_config_hash"] != feature_config_hash:
         problems.append(f"features: cache made from feature config {meta['feature_config_hash']} "
-                        f"({meta.get('feature_store', 'store unrecorded')}), transfer set has {feature_config_hash}")
+                        f"({meta.get('feature_store', 'store unrecorded')}), transfer set has {feature_config_hash}"
+                        + (f" ({feature_store})" if feature_store else ""))
     if problems:
         raise AsrKdError(f"{where}: teacher cache does not match: " + "; ".join(problems))

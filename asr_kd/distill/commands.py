@@ -104,7 +104,7 @@ def _load(args):
     transfer = FrameData.load(args.feats, None if args.ali == NONE else args.ali, device=device)
     dev = FrameData.load(args.dev_feats, args.dev_ali, device=device)
     teacher = load_teacher(cfg.teacher, cfg.loss.temperature, feature_config_hash=feature_config_hash(args.feats),
-                           device=device) if cfg.loss.needs_teacher else None
+                           feature_store=args.feats, device=device) if cfg.loss.needs_teacher else None
     return cfg, transfer, dev, teacher
 
 

@@ -79,14 +79,14 @@ def make_loss_fn(teacher: Teacher | None, loss_cfg: LossConfig):
 
 
 def load_teacher(cfg: TeacherConfig, temperature: float, *, feature_config_hash: str | None = None,
-                 device: str | torch.device = "cpu") -> Teacher:
+                 feature_store: str | None = None, device: str | torch.device = "cpu") -> Teacher:
     """The configured teacher: a checked cache if `cfg.cache`, else the models run online."""
     if cfg.cache:
         spec = None
         if cfg.models:  # when the models are named too, the cache must have been made from exactly them
             spec = OnlineTeacher.load(cfg.models, cfg.combination).spec
         cached = CachedTeacher(cfg.cache, temperature=temperature, spec=spec,
-                               feature_config_hash=feature_config_hash, device=device)
+                               feature_config_hash=feature_config_hash, feature_store=feature_store, device=device)
         if cached.combination != cfg.combination:
             log.warning("%s: the cache combines members %r; teacher.combination %r does not apply to it",
                         cfg.cache, cached.combination, cfg.combination)
