@@ -117,3 +117,13 @@ def test_transfer_subset_keeps_whole_utterances(setup):
     assert len(transfer_subset(train, 0.001).utt_ids) == 1
     with pytest.raises(AsrKdError, match="fraction"):
         transfer_subset(train, 0.0)
+
+
+def test_teacher_of_another_tree_is_refused_naming_both(setup):
+    """A transfer set aligned with another tree (pdf count) is refused; the message names set and teacher."""
+    root, dirs, train, dev = setup
+    other_tree = FrameData(train.feats, train.offsets, train.utt_ids, train.labels, NUM_PDFS + 2, name="feats/other")
+    write_cache(root / "tree_cache", OnlineTeacher.load(dirs, "geo"), train, temperature=None, feature_config_hash="h")
+    for teacher, origin in ((OnlineTeacher.load(dirs, "geo"), "teacher_1"), (CachedTeacher(root / "tree_cache"), "tree_cache")):
+        with pytest.raises(AsrKdError, match=rf"feats/other: labels have 7 pdfs but the teacher .*{origin}.* predicts 5"):
+            distill(student_cfg(), teacher, other_tree, LossConfig(), dev=dev, exp_dir=root / "tree")

@@ -57,6 +57,18 @@ def test_cache_teacher_then_distill_from_cache(root, capsys):
     assert record["teacher"]["cache"] == str(root / "cache") and record["teacher"]["top_k"] == 2
 
 
+def test_cache_teacher_full_within_budget_else_top_k(root, capsys, monkeypatch):
+    args = ["cache-teacher", str(root / "teacher1"), "--feats", str(root / "feats/train"), "--temperature", "2"]
+    assert main([*args, "--out", str(root / "c_full")]) == 0
+    full = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert full["bytes"] == full["full_fp16_bytes"] == full["num_frames"] * NUM_PDFS * 2
+    monkeypatch.setattr("asr_kd.distill.cache.DEFAULT_TOP_K", 3)  # the fallback k, below this test's 4 pdfs
+    assert main([*args, "--out", str(root / "c_topk"), "--budget-gb", "1e-6", "--nj", "2"]) == 0
+    topk = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert topk["bytes"] == topk["num_frames"] * 3 * (2 + 2) and 0 < topk["kept_mass_mean"] < 1
+    assert json.loads((root / "c_topk" / "meta.json").read_text())["top_k"] == 3
+
+
 def test_cli_refuses_cache_of_other_teacher(root, capsys):
     # naming the models makes the loader compare checksums: teacher1 alone is not what was cached
     code = main(["distill", str(root / "feats/train"), str(root / "ali/train"), *common(root), str(root / "bad"),

@@ -52,6 +52,30 @@ def test_stacked_forward_equals_members():
     assert not torch.allclose(expected[0], expected[1])                 # seeds differ -> members differ
 
 
+def test_ensemble_logits_stack_each_architecture_and_equal_members_run_alone():
+    """Members grouped by architecture+window, each group one vmap call; output order = member order."""
+    g = torch.Generator().manual_seed(0)
+    lengths = [6, 2, 9]
+    data = FrameData(torch.randn(sum(lengths), 3, generator=g), torch.tensor([0, 6, 8, 17]), ["a", "b", "c"])
+    small = ModelSpec(ModelConfig(hidden_dim=8), feat_dim=3, left_context=1, right_context=1, num_pdfs=5)
+    wide = ModelSpec(ModelConfig(hidden_dim=8), feat_dim=3, left_context=2, right_context=0, num_pdfs=5, input_norm=True)
+    batch = ModelSpec(ModelConfig(hidden_dim=8, norm="batch"), feat_dim=3, left_context=1, right_context=1, num_pdfs=5)
+    specs = [small, wide, small, batch, batch, small, wide]
+    stats = (torch.tensor([1.0, 2, 3]), torch.tensor([2.0, 1, 4]))
+    members = [(init_model(spec, seed, stats).eval(), spec) for seed, spec in enumerate(specs)]
+    idx = torch.tensor([16, 0, 7, 3, 8, 5])
+    expected = torch.stack([m(data.windows(idx, s.left_context, s.right_context)) for m, s in members])
+    ens = Ensemble(members)
+    torch.testing.assert_close(ens.logits(data, idx), expected)
+    assert sorted(len(gr.member_ids) for gr in ens.groups()) == [1, 1, 2, 3]  # BatchNorm members run alone
+    # members' weights are views of the stacked tensors: no second copy
+    stacked = next(gr for gr in ens.groups() if len(gr.member_ids) == 3)
+    first = next(iter(stacked.params))
+    assert dict(members[5][0].named_parameters())[first].data_ptr() == stacked.params[first][2].data_ptr()
+    ens.to("cpu")  # a move re-stacks on the next call, with the same results
+    torch.testing.assert_close(ens.logits(data, idx), expected)
+
+
 def test_stacked_training_equals_separate_training(synth, tmp_path):
     train, dev = load(synth)
     dirs = train_ensemble(cfg(), 2, train, dev, tmp_path / "ens")

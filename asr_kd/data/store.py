@@ -133,12 +133,7 @@ class RaggedStoreWriter:
 
     def close(self, meta: dict | None = None) -> RaggedStore:
         self._bin.close()
-        np.save(self.tmp / "offsets.npy", np.asarray(self.offsets, dtype=np.int64))
-        (self.tmp / "keys.txt").write_text("".join(k + "\n" for k in self.keys), encoding="utf-8")
-        info = dict(meta or {})
-        info.update(dtype=self.dtype.name, row_shape=list(self.row_shape or ()),
-                    num_rows=self.offsets[-1], num_keys=len(self.keys))
-        write_json(self.tmp / "meta.json", info)
+        write_store_index(self.tmp, self.keys, self.offsets, self.dtype, self.row_shape or (), meta)
         replace_dir(self.tmp, self.path)
         return RaggedStore(self.path)
 
@@ -153,6 +148,17 @@ class RaggedStoreWriter:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
             self.abort()
+
+
+def write_store_index(path: Path, keys: list[str], offsets, dtype, row_shape: tuple[int, ...],
+                      meta: dict | None = None) -> None:
+    """offsets.npy, keys.txt and meta.json of a store whose data.bin is already at `path` (one
+    writer streams it, another fills a pre-sized file region by region)."""
+    np.save(path / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+    (path / "keys.txt").write_text("".join(k + "\n" for k in keys), encoding="utf-8")
+    info = dict(meta or {})
+    info.update(dtype=np.dtype(dtype).name, row_shape=list(row_shape), num_rows=int(offsets[-1]), num_keys=len(keys))
+    write_json(path / "meta.json", info)
 
 
 def write_store(path, items: Iterable[tuple[str, np.ndarray]], meta: dict | None = None, dtype="float32") -> RaggedStore:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from asr_kd.parallel import add_job_args, jobs_from_args
+
 NONE = "none"
+BUDGET_GB = 64.0  # full fp16 teacher targets up to this size; LibriSpeech-100 at 2,000 pdfs (~144 GB) gets top-k
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--combination", default="arith", choices=["arith", "geo"],
                    help="arith: probabilities at --temperature; geo: mean logits (any temperature later)")
     p.add_argument("--temperature", type=float, help="needed for arith")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k most probable pdfs per frame (0 = all)")
+    p.add_argument("--top-k", type=int, help="keep the k most probable pdfs per frame (0 = all); default: all if "
+                   "full fp16 targets fit --budget-gb, else the top 20")
+    p.add_argument("--budget-gb", type=float, default=BUDGET_GB, help="largest full fp16 cache to write without --top-k")
+    p.add_argument("--batch-frames", type=int, default=8192, help="frames per stacked forward pass of all members")
+    p.add_argument("--block-frames", type=int, default=1 << 18,
+                   help="frames of whole utterances read and written per block (the unit of resume and of memory)")
     p.add_argument("--device", default="cpu")
+    add_job_args(p)
     p.set_defaults(func=_cache_teacher)
 
     p = sub.add_parser("distill", help="train a student on a teacher's soft targets (+ hard labels)")
@@ -96,19 +105,21 @@ def _load(args):
     transfer = open_frames(args.feats, None if args.ali == NONE else args.ali, device=device, budget=budget)
     dev = open_frames(args.dev_feats, args.dev_ali, device=device, budget=budget)
     teacher = load_teacher(cfg.teacher, cfg.loss.temperature, feature_config_hash=feature_config_hash(args.feats),
-                           device=device) if cfg.loss.needs_teacher else None
+                           feature_store=args.feats, device=device) if cfg.loss.needs_teacher else None
     return cfg, transfer, dev, teacher
 
 
 def _cache_teacher(args) -> None:
-    from asr_kd.distill.cache import feature_config_hash, write_cache
+    from asr_kd.data.store import RaggedStore
+    from asr_kd.distill.cache import choose_top_k, feature_config_hash, write_cache
     from asr_kd.distill.teachers import OnlineTeacher
-    from asr_kd.nnet.frames import FrameData
 
-    data = FrameData.load(args.feats, device=args.device)
-    teacher = OnlineTeacher.load(args.models, args.combination, args.device).attach(data)
-    report = write_cache(args.out, teacher, data, temperature=args.temperature,
-                         feature_config_hash=feature_config_hash(args.feats), top_k=args.top_k or None)
+    feats = RaggedStore(args.feats)  # memory-mapped: write_cache reads it block by block
+    teacher = OnlineTeacher.load(args.models, args.combination, args.device)
+    top_k = choose_top_k(int(feats.offsets[-1]), teacher.num_pdfs, args.top_k, args.budget_gb * 1e9)
+    report = write_cache(args.out, teacher, feats, temperature=args.temperature, top_k=top_k,
+                         feature_config_hash=feature_config_hash(args.feats), batch_frames=args.batch_frames,
+                         block_frames=args.block_frames, jobs=jobs_from_args(args))
     print(json.dumps({"out": args.out, **report.as_dict()}))
 
 

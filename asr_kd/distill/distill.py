@@ -81,14 +81,14 @@ def make_loss_fn(teacher: Teacher | None, loss_cfg: LossConfig):
 
 
 def load_teacher(cfg: TeacherConfig, temperature: float, *, feature_config_hash: str | None = None,
-                 device: str | torch.device = "cpu") -> Teacher:
+                 feature_store: str | None = None, device: str | torch.device = "cpu") -> Teacher:
     """The configured teacher: a checked cache if `cfg.cache`, else the models run online."""
     if cfg.cache:
         spec = None
         if cfg.models:  # when the models are named too, the cache must have been made from exactly them
             spec = OnlineTeacher.load(cfg.models, cfg.combination).spec
         cached = CachedTeacher(cfg.cache, temperature=temperature, spec=spec,
-                               feature_config_hash=feature_config_hash, device=device)
+                               feature_config_hash=feature_config_hash, feature_store=feature_store, device=device)
         if cached.combination != cfg.combination:
             log.warning("%s: the cache combines members %r; teacher.combination %r does not apply to it",
                         cfg.cache, cached.combination, cfg.combination)
@@ -114,7 +114,9 @@ def distill(student_cfg: TrainConfig, teacher: Teacher | None, transfer_set: Fra
         if isinstance(teacher, CachedTeacher):
             check_cache_meta(teacher.meta, teacher.path / "meta.json", temperature=loss_cfg.temperature)
         if num_pdfs is not None and teacher.num_pdfs != num_pdfs:
-            raise AsrKdError(f"{transfer.name}: labels have {num_pdfs} pdfs but the teacher predicts {teacher.num_pdfs}")
+            origin = teacher.path if isinstance(teacher, CachedTeacher) else [str(s) for s in teacher.ensemble.sources]
+            raise AsrKdError(f"{transfer.name}: labels have {num_pdfs} pdfs but the teacher {origin} predicts "
+                             f"{teacher.num_pdfs}: made with another tree?")
         num_pdfs = teacher.num_pdfs
         teacher.to(device).attach(transfer)
     elif transfer.num_labelled_frames() == 0:

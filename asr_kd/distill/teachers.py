@@ -8,8 +8,10 @@ Both also give the mean member logits as `Targets.logits`: the high-T limit of e
 `logit_mse` term matches.
 
 A teacher answers `targets(batch, temperature) -> Targets` for a trainer `FrameBatch`:
-- `OnlineTeacher` runs its members on the batch's frames under no_grad (bf16 autocast on CUDA),
-  each member with its own context window, built from the attached `FrameData` by frame index.
+- `OnlineTeacher` runs its members on the batch's frames under no_grad (bf16 autocast on CUDA):
+  members of one architecture and window as ONE stacked (vmap-ed) call, one call per group of
+  architectures (`Ensemble.logits`), each group with its own context window built from the
+  attached `FrameData` by frame index.
 - `CachedTeacher` (cache.py) looks the same frames up in a teacher cache.
 """
 from __future__ import annotations
@@ -86,9 +88,12 @@ class OnlineTeacher:
     def num_pdfs(self) -> int:
         return self.ensemble.num_pdfs
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.ensemble.members[0][0].parameters()).device
+
     def to(self, device: str | torch.device) -> "OnlineTeacher":
-        for model, _ in self.ensemble.members:
-            model.to(device)
+        self.ensemble.to(device)
         return self
 
     def attach(self, data: FrameData) -> "OnlineTeacher":

@@ -178,6 +178,7 @@ class Ensemble:
             raise AsrKdError(f"ensemble members disagree on pdfs {sorted(pdfs)} or feature dims {sorted(dims)}")
         self.members = members
         self.sources: list[Path] = []  # final.pt files, when loaded from disk
+        self._groups: list[MemberGroup] | None = None
         self.num_pdfs = pdfs.pop()
         self.feat_dim = members[0][1].feat_dim
 
@@ -199,15 +200,37 @@ class Ensemble:
     def __len__(self) -> int:
         return len(self.members)
 
+    def to(self, device: str | torch.device) -> "Ensemble":
+        for model, _ in self.members:
+            model.to(device)
+        self._groups = None  # stacked again on the new device at the next call
+        return self
+
+    def groups(self) -> list["MemberGroup"]:
+        """Members of one architecture and window, each group run as one stacked call (see MemberGroup)."""
+        groups = self._groups
+        if groups is None or any(g.stale() for g in groups):
+            by_spec: dict[str, list[int]] = {}
+            for i, (_, spec) in enumerate(self.members):
+                key = repr(spec) if stackable(spec.model) else f"{i}:{spec!r}"  # BatchNorm members run alone
+                by_spec.setdefault(key, []).append(i)
+            groups = self._groups = [MemberGroup([self.members[i][0] for i in ids], self.members[ids[0]][1], ids)
+                                     for ids in by_spec.values()]
+        return groups
+
     @torch.no_grad()
     def logits(self, data: FrameData, frame_index: torch.Tensor) -> torch.Tensor:
-        """(K, B, P) member logits for the given global frame ids of `data`."""
+        """(K, B, P) member logits for the given global frame ids of `data`: one call per group."""
         if data.dim != self.feat_dim:
             raise AsrKdError(f"{data.name}: feature dim {data.dim}, but the ensemble reads {self.feat_dim}")
-        out = []
-        for model, spec in self.members:
-            x = data.windows(frame_index, spec.left_context, spec.right_context)
-            out.append(model(x.to(next(model.parameters()).device)).float())
+        out: list[torch.Tensor | None] = [None] * len(self)
+        windows: dict[tuple[int, int], torch.Tensor] = {}  # groups with the same window share one gather
+        for group in self.groups():
+            key = (group.spec.left_context, group.spec.right_context)
+            if key not in windows:
+                windows[key] = data.windows(frame_index, *key)
+            for i, z in zip(group.member_ids, group.logits(windows[key])):
+                out[i] = z
         return torch.stack(out).to(data.device)
 
     def log_posteriors(self, data: FrameData, frame_index: torch.Tensor | None = None, temperature: float = 1.0,
@@ -221,6 +244,47 @@ class Ensemble:
     def posteriors(self, data: FrameData, frame_index: torch.Tensor | None = None, temperature: float = 1.0,
                    combine: str = "arith") -> torch.Tensor:
         return self.log_posteriors(data, frame_index, temperature, combine).exp()
+
+
+class MemberGroup:
+    """Inference for members of ONE architecture and window: K forwards in one vmap-ed call.
+
+    The weights are stacked along a new leading axis (torch.func.stack_module_state, as
+    StackedLearner does for training) and the members' own parameters become views of that stack,
+    so the group costs no second copy of the weights. All members read the same windows
+    (`in_dims=None`), so the input is not copied K times either.
+    """
+
+    def __init__(self, models: list[torch.nn.Module], spec: ModelSpec, member_ids: list[int]):
+        self.models, self.spec, self.member_ids = models, spec, member_ids
+        self.params = self.buffers = None
+        if len(models) > 1:
+            self.params, self.buffers = stack_module_state(models)
+            for k, model in enumerate(models):
+                for name, t in [*model.named_parameters(), *model.named_buffers()]:
+                    t.data = (self.params.get(name) if name in self.params else self.buffers[name])[k]
+            self.base = copy.deepcopy(models[0]).to("meta")
+
+    def stale(self) -> bool:
+        """A member was moved (e.g. `.to(device)`) since stacking: its weights no longer view the stack."""
+        if self.params is None:
+            return False
+        name, stacked = next(iter(self.params.items()))
+        return any(dict(m.named_parameters())[name].data_ptr() != stacked[k].data_ptr()
+                   for k, m in enumerate(self.models))
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(K_group, B, P) float32 logits of the group's members for windows `x` (B, input_dim)."""
+        if self.params is None:
+            model = self.models[0]
+            return model(x.to(next(model.parameters()).device)).float()[None]
+        first = next(iter(self.params.values()))
+
+        def call(p, b, xx):
+            return functional_call(self.base, (p, b), (xx,))
+
+        return vmap(call, in_dims=(0, 0, None))(self.params, self.buffers, x.to(first.device)).float()
 
 
 def combine_logits(logits: torch.Tensor, temperature: float = 1.0, combine: str = "arith") -> torch.Tensor:
