@@ -132,6 +132,8 @@ def test_killed_mid_gmm_stage_then_rerun_gives_the_same_report(an4_run):
     shutil.copytree(snapshot, copy, symlinks=True)
     for name in GMM_STEPS:
         (copy / "exp" / ".done" / name).unlink()
+    for gmm_dir in ("mono", "mono_ali", "tri1", "tri1_ali", "tri1_ali_dev", "tri1_ali_test"):
+        shutil.rmtree(copy / "exp" / gmm_dir)
     kill_when_written(copy, "3", copy / "exp" / "mono" / "3.mdl")
     assert not (copy / "exp" / ".done" / "train_mono").exists() and not (copy / "exp" / "mono" / "final.mdl").exists()
     recipe(copy, "--stage", "3")
