@@ -33,6 +33,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence, TypeVar
 
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from asr_kd.errors import AsrKdError
@@ -144,8 +145,13 @@ def _executor(jobs: Jobs, num_shards: int) -> Iterator[cf.Executor]:
 
 
 def _one_thread() -> None:
-    """nj workers x N BLAS/torch threads would oversubscribe the cores: one thread per worker."""
+    """nj workers x N BLAS/torch threads would oversubscribe the cores: one thread per worker.
+
+    The BLAS pools are already started in a forked worker, so the environment variable alone does
+    nothing there: threadpoolctl resizes them in place.
+    """
     os.environ["OMP_NUM_THREADS"] = "1"
+    threadpool_limits(limits=1)
     if "torch" in sys.modules:  # only where the stage uses it: importing torch costs ~1 s a worker
         sys.modules["torch"].set_num_threads(1)
 
