@@ -33,7 +33,6 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence, TypeVar
 
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from asr_kd.errors import AsrKdError
@@ -148,10 +147,16 @@ def _one_thread() -> None:
     """nj workers x N BLAS/torch threads would oversubscribe the cores: one thread per worker.
 
     The BLAS pools are already started in a forked worker, so the environment variable alone does
-    nothing there: threadpoolctl resizes them in place.
+    nothing there: threadpoolctl resizes them in place. Imported here, not at the top: the nnet and
+    distill stages (which shard teacher caching) must import with torch, numpy, pyyaml and tqdm
+    alone (the GPU machine's image).
     """
     os.environ["OMP_NUM_THREADS"] = "1"
-    threadpool_limits(limits=1)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=1)
+    except ImportError:
+        pass
     if "torch" in sys.modules:  # only where the stage uses it: importing torch costs ~1 s a worker
         sys.modules["torch"].set_num_threads(1)
 
