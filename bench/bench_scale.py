@@ -21,8 +21,9 @@ launched separately); the printed summary is built from every result.json under 
 the least-squares exponent of time against N (and against frames) on log-log axes, the RSS
 ratio at the largest N over N = 1 against the goals (exponent <= 1.1, RSS ratio <= 2), and a
 projection to LibriSpeech 100 h / 960 h on a 16-core machine (assumptions in the JSON).
-Timings are only comparable within a run on the same, equally loaded machine: os.getloadavg()
-is recorded before and after each stage.
+Wall times are only comparable on an equally loaded machine: os.getloadavg() is recorded before
+and after each stage, and so are its CPU seconds (user + sys of the child and its reaped pool
+workers, from the same wait4), whose exponent is also given: contention inflates them far less.
 """
 from __future__ import annotations
 
@@ -190,6 +191,7 @@ def summarise(results: list[dict], args) -> dict:
         secs = [r["stages"][name]["seconds"] for r in have]
         exp_n = loglog_slope([r["n"] for r in have], secs)
         exp_frames = loglog_slope([r["frames"] for r in have], secs)
+        exp_cpu = loglog_slope([r["n"] for r in have], [r["stages"][name]["cpu_seconds"] for r in have])
         rss_ratio = top["stages"][name]["peak_rss_mb"] / base["stages"][name]["peak_rss_mb"] \
             if len(have) > 1 and base["n"] == 1 else None
         speedup, why = speedup_16(name, args.nj)
@@ -201,6 +203,8 @@ def summarise(results: list[dict], args) -> dict:
             "projection_from_n": top["n"],
             "exponent_vs_n": None if exp_n is None else round(exp_n, 3),
             "exponent_vs_frames": None if exp_frames is None else round(exp_frames, 3),
+            "cpu_seconds_by_n": {str(r["n"]): r["stages"][name]["cpu_seconds"] for r in have},
+            "cpu_exponent_vs_n": None if exp_cpu is None else round(exp_cpu, 3),
             "rss_ratio_largest_n_over_1": None if rss_ratio is None else round(rss_ratio, 3),
             "meets_exponent_goal": None if exp_n is None else exp_n <= GOAL_EXPONENT,
             "meets_rss_goal": None if rss_ratio is None else rss_ratio <= GOAL_RSS_RATIO,
@@ -211,7 +215,8 @@ def summarise(results: list[dict], args) -> dict:
     fixed = [s for s in per_stage if s != "dev_align"]  # constant work: no scaling goal
     return {
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "shared": "2 cores shared with other jobs: see loadavg per stage"},
+                    "shared": "2 cores shared with other jobs: see loadavg per stage; cpu_seconds (user + sys "
+                              "of the stage and its pool workers) is far less sensitive to that than wall time"},
         "settings": {"nj": args.nj, "gmm_num_utts": args.gmm_num_utts, "num_leaves": args.num_leaves,
                      "tot_gauss": args.tot_gauss, "dnn": "recipes/an4/conf/dnn.yaml (2 x 256), 1 epoch, cpu",
                      "ensemble_k": 2, "top_k": args.top_k, "student": "distill.yaml, 1 epoch, T = 2",

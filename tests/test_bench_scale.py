@@ -39,7 +39,7 @@ def test_nine_x_corpus_is_three_speeds_times_three_repeats_with_distinct_ids(tin
 
 def test_run_stage_measures_the_child_and_names_a_failed_stage(tmp_path):
     record = bench_scale.run_stage("help", ["--help"], str(tmp_path))
-    assert record["seconds"] > 0 and record["peak_rss_mb"] > 10  # a Python interpreter, not this process's 0
+    assert record["seconds"] > 0 and record["cpu_seconds"] > 0 and record["peak_rss_mb"] > 10  # a Python interpreter, not this process's 0
     assert "usage" in (tmp_path / "help.log").read_text()
     with pytest.raises(SystemExit, match=r"stage bad failed .*bad\.log"):
         bench_scale.run_stage("bad", ["no-such-command"], str(tmp_path))
@@ -51,7 +51,8 @@ def test_loglog_slope_recovers_the_exponent():
 
 
 def fake_run(n, frames, seconds_by_stage, rss_by_stage):
-    stages = {name: {"seconds": seconds_by_stage(name, n), "peak_rss_mb": rss_by_stage(name, n)}
+    stages = {name: {"seconds": seconds_by_stage(name, n), "cpu_seconds": 2 * seconds_by_stage(name, n),
+                     "peak_rss_mb": rss_by_stage(name, n)}
               for name, _ in bench_scale.stage_commands(fake_args(), "", "")}
     return {"n": n, "num_utts": 100 * n, "frames": frames, "complete": True, "stages": stages}
 
@@ -74,6 +75,7 @@ def test_summary_flags_a_quadratic_stage_and_a_growing_rss_and_projects_linearly
     assert summary["rss_goal_missed_by"] == ["align_tri"]
     mono = summary["stages"]["train_mono"]
     assert mono["exponent_vs_n"] == pytest.approx(1.0) and mono["rss_ratio_largest_n_over_1"] == 1.0
+    assert summary["stages"]["train_tri"]["cpu_exponent_vs_n"] == pytest.approx(2.0)
     # 90 s for 9000 frames at nj 2 -> 0.01 s/frame; 36M frames on 16 cores (8x) = 45,000 s = 12.5 h
     assert mono["projection_hours_16_cores"]["librispeech_100"] == pytest.approx(12.5)
     assert summary["stages"]["train_dnn"]["projection_speedup_assumed"] == 1.0
