@@ -142,6 +142,8 @@ def run_n(args, n: int) -> dict:
     result = {"n": n, "num_utts": len(data), "frames": None, "complete": False, "stages": {}}
     for name, argv in stage_commands(args, str(data.path), work):
         result["stages"][name] = run_stage(name, argv, os.path.join(work, "log"))
+        if name == args.stop_after:
+            break
         if result["frames"] is None:
             with open(os.path.join(work, "mfcc", "meta.json")) as f:
                 result["frames"] = json.load(f)["num_frames"]
@@ -254,9 +256,14 @@ def main() -> None:
     parser.add_argument("--num-leaves", type=int, default=500)
     parser.add_argument("--tot-gauss", type=int, default=4000)
     parser.add_argument("--top-k", type=int, default=20)
+    parser.add_argument("--stop-after", metavar="STAGE", help="run the stages up to this one only (e.g. "
+                        "features_fbank)")
     parser.add_argument("--keep", action="store_true", help="keep the feature stores and models")
     parser.add_argument("--out", help="also write the summary JSON here")
     args = parser.parse_args()
+    names = [name for name, _ in stage_commands(args, "", "")]
+    if args.stop_after and args.stop_after not in names:
+        parser.error(f"--stop-after {args.stop_after}: not a stage ({', '.join(names)})")
     for n in args.ns:
         run_n(args, n)
     results = []
