@@ -172,6 +172,12 @@ def loglog_slope(xs: list[float], ys: list[float]) -> float | None:
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
 
 
+def cpu_divisor_16(stage: str) -> float:
+    """Cores that share a stage's CPU seconds on the 16-core machine: shards spread over all 16; a DNN
+    stage keeps torch's 2 intra-op threads of this machine (no better use of more cores assumed)."""
+    return 2.0 if stage in NNET_STAGES else float(TARGET_CORES)
+
+
 def speedup_16(stage: str, nj: int) -> tuple[float, str]:
     """The speed-up assumed for `stage` going from this run's --nj to a 16-core machine, and why."""
     if stage in NNET_STAGES:
@@ -198,6 +204,7 @@ def summarise(results: list[dict], args) -> dict:
             if len(have) > 1 and base["n"] == 1 else None
         speedup, why = speedup_16(name, args.nj)
         per_frame = top["stages"][name]["seconds"] / top["frames"]
+        cpu_per_frame = top["stages"][name]["cpu_seconds"] / top["frames"]
         per_stage[name] = {
             "seconds_by_n": {str(r["n"]): r["stages"][name]["seconds"] for r in have},
             "peak_rss_mb_by_n": {str(r["n"]): r["stages"][name]["peak_rss_mb"] for r in have},
@@ -213,6 +220,8 @@ def summarise(results: list[dict], args) -> dict:
             "projection_hours_16_cores": {k: round(per_frame * f / speedup / 3600, 2)
                                           for k, f in TARGET_FRAMES.items()},
             "projection_speedup_assumed": speedup, "projection_assumption": why,
+            "projection_hours_16_cores_from_cpu": {k: round(cpu_per_frame * f / cpu_divisor_16(name) / 3600, 2)
+                                                   for k, f in TARGET_FRAMES.items()},
         }
     fixed = [s for s in per_stage if s != "dev_align"]  # constant work: no scaling goal
     return {
@@ -237,8 +246,14 @@ def summarise(results: list[dict], args) -> dict:
             "target_frames": TARGET_FRAMES, "target_cores": TARGET_CORES,
             "caveats": "the recipe trains mono/tri1 on subsets (2000/5000 utterances) at LibriSpeech scale, so "
                        "their projection (all utterances) is an upper bound; DNN stages are per epoch",
+            "cpu_basis": "CPU seconds per frame at that N x target frames / cores the stage would use "
+                         "(16 for shard stages, 2 torch threads for DNN stages): what a machine that is not "
+                         "shared would take, if the shards parallelise perfectly",
             "total_hours_16_cores": {k: round(sum(per_stage[s]["projection_hours_16_cores"][k] for s in fixed), 2)
-                                     for k in TARGET_FRAMES}},
+                                     for k in TARGET_FRAMES},
+            "total_hours_16_cores_from_cpu": {
+                k: round(sum(per_stage[s]["projection_hours_16_cores_from_cpu"][k] for s in fixed), 2)
+                for k in TARGET_FRAMES}},
     }
 
 

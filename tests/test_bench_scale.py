@@ -79,6 +79,10 @@ def test_summary_flags_a_quadratic_stage_and_a_growing_rss_and_projects_linearly
     # 90 s for 9000 frames at nj 2 -> 0.01 s/frame; 36M frames on 16 cores (8x) = 45,000 s = 12.5 h
     assert mono["projection_hours_16_cores"]["librispeech_100"] == pytest.approx(12.5)
     assert summary["stages"]["train_dnn"]["projection_speedup_assumed"] == 1.0
+    # CPU seconds are 2x wall here: 180 s / 9000 frames x 36M frames / 16 cores = 45,000 s
+    assert mono["projection_hours_16_cores_from_cpu"]["librispeech_100"] == pytest.approx(12.5)
+    assert summary["stages"]["train_dnn"]["projection_hours_16_cores_from_cpu"]["librispeech_100"] == \
+        pytest.approx(100.0)  # 0.02 cpu s/frame x 36M / 2 threads
 
 
 def test_summary_of_a_run_cut_short_uses_what_finished():
