@@ -148,7 +148,7 @@ def run_n(args, n: int) -> dict:
             with open(os.path.join(work, "mfcc", "meta.json")) as f:
                 result["frames"] = json.load(f)["num_frames"]
         write_result(work, result)  # after every stage: a run cut short still reports what finished
-    result["complete"] = True
+    result["complete"] = args.stop_after is None  # False: every stage up to --stop-after only
     write_result(work, result)
     if not args.keep:
         for sub in ("mfcc", "fbank", "cache", "mono_ali", "tri1_ali", "mono", "dnn", "ensemble", "student"):
