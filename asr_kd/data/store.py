@@ -93,7 +93,7 @@ class RaggedStore:
 
     def _pread_rows(self, fd: int, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         out = self._rows_array(start, stop, out)
-        row_bytes = out.dtype.itemsize * int(np.prod(self.meta["row_shape"], dtype=np.int64))
+        row_bytes = np.dtype(self.meta["dtype"]).itemsize * int(np.prod(self.meta["row_shape"], dtype=np.int64))
         view, pos = memoryview(out.reshape(-1).view(np.uint8)), start * row_bytes
         while len(view):
             n = os.preadv(fd, [view], pos)
