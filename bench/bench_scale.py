@@ -238,6 +238,7 @@ def summarise(results: list[dict], args) -> dict:
         "runs": [{k: r.get(k) for k in ("n", "num_utts", "frames", "complete")} for r in results],
         "stages": per_stage,
         "exponent_goal_missed_by": [s for s in fixed if per_stage[s]["meets_exponent_goal"] is False],
+        "cpu_exponent_goal_missed_by": [s for s in fixed if (per_stage[s]["cpu_exponent_vs_n"] or 0) > GOAL_EXPONENT],
         "rss_goal_missed_by": [s for s in fixed if per_stage[s]["meets_rss_goal"] is False],
         "not_measured_above_n1": [s for s in fixed if per_stage[s]["meets_exponent_goal"] is None],
         "projection": {

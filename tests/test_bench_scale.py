@@ -71,7 +71,7 @@ def test_summary_flags_a_quadratic_stage_and_a_growing_rss_and_projects_linearly
 
     runs = [fake_run(n, 1000 * n, seconds, rss) for n in (9, 1, 3)]
     summary = bench_scale.summarise(runs, fake_args())
-    assert summary["exponent_goal_missed_by"] == ["train_tri"]
+    assert summary["exponent_goal_missed_by"] == ["train_tri"] == summary["cpu_exponent_goal_missed_by"]
     assert summary["rss_goal_missed_by"] == ["align_tri"]
     mono = summary["stages"]["train_mono"]
     assert mono["exponent_vs_n"] == pytest.approx(1.0) and mono["rss_ratio_largest_n_over_1"] == 1.0
