@@ -40,6 +40,7 @@ import time
 
 from asr_kd.data.datadir import DataDir, load_datadir, subset_datadir, write_datadir
 from asr_kd.data.perturb import KALDI_FACTORS, perturb_speed
+from asr_kd.io import write_json, write_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONF = os.path.join(REPO, "recipes", "an4", "conf")
@@ -157,9 +158,7 @@ def run_n(args, n: int) -> dict:
 
 
 def write_result(work: str, result: dict) -> None:
-    with open(os.path.join(work, "result.json.tmp"), "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(os.path.join(work, "result.json.tmp"), os.path.join(work, "result.json"))
+    write_json(os.path.join(work, "result.json"), result)
 
 
 # ------------------------------------------------------------------ summary
@@ -291,8 +290,7 @@ def main() -> None:
     summary = summarise(results, args)
     text = json.dumps(summary, indent=2)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        write_text(args.out, text + "\n")
     print(text)
 
 
