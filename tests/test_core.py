@@ -50,6 +50,12 @@ def test_store_roundtrip(tmp_path):
     assert store.num_rows("u3") == 0 and list(store.lengths()) == [5, 2, 0]
     with pytest.raises(AsrKdError, match="'nope'"):
         store["nope"]
+    scanned = list(store.items())  # pread copies, not memmap views: a full pass keeps RSS flat
+    assert [k for k, _ in scanned] == ["u2", "u1", "u3"]
+    assert not any(isinstance(rows, np.memmap) for _, rows in scanned)
+    for (_, rows), (_, written) in zip(scanned, items):
+        np.testing.assert_array_equal(rows, written.astype(np.float16))
+        assert rows.shape == written.shape and rows.dtype == np.float16
 
 
 def test_store_failure_leaves_old_version(tmp_path):

@@ -82,24 +82,35 @@ class RaggedStore:
         a pass over a 30 GB store through `.data` shows 30 GB RSS; pread copies into `out` (or a
         new array) and leaves the file in the page cache only, which the kernel reclaims.
         """
-        dtype, shape = np.dtype(self.meta["dtype"]), (stop - start, *self.meta["row_shape"])
-        if out is None:
-            out = np.empty(shape, dtype)
         if stop <= start:
-            return out
-        row_bytes = dtype.itemsize * int(np.prod(self.meta["row_shape"], dtype=np.int64))
-        view, pos = memoryview(out.reshape(-1).view(np.uint8)), start * row_bytes
+            return self._rows_array(start, stop, out)
         with open(self.path / "data.bin", "rb", buffering=0) as f:
-            while len(view):
-                n = os.preadv(f.fileno(), [view], pos)
-                if n <= 0:
-                    raise AsrKdError(f"{self.path}/data.bin: short read at byte {pos} (truncated store?)")
-                view, pos = view[n:], pos + n
+            return self._pread_rows(f.fileno(), start, stop, out)
+
+    def _rows_array(self, start: int, stop: int, out: np.ndarray | None) -> np.ndarray:
+        shape = (stop - start, *self.meta["row_shape"])
+        return np.empty(shape, np.dtype(self.meta["dtype"])) if out is None else out
+
+    def _pread_rows(self, fd: int, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        out = self._rows_array(start, stop, out)
+        row_bytes = np.dtype(self.meta["dtype"]).itemsize * int(np.prod(self.meta["row_shape"], dtype=np.int64))
+        view, pos = memoryview(out.reshape(-1).view(np.uint8)), start * row_bytes
+        while len(view):
+            n = os.preadv(fd, [view], pos)
+            if n <= 0:
+                raise AsrKdError(f"{self.path}/data.bin: short read at byte {pos} (truncated store?)")
+            view, pos = view[n:], pos + n
         return out
 
     def items(self) -> Iterator[tuple[str, np.ndarray]]:
-        for k in self.keys:
-            yield k, self[k]
+        """(key, in-memory rows) in store order, read with pread: a pass over the whole store
+        (CMVN, export) keeps its resident set flat, which memmap views would not (see read_rows)."""
+        if not len(self.keys) or int(self.offsets[-1]) == 0:
+            yield from ((k, self[k]) for k in self.keys)
+            return
+        with open(self.path / "data.bin", "rb", buffering=0) as f:
+            for i, k in enumerate(self.keys):
+                yield k, self._pread_rows(f.fileno(), int(self.offsets[i]), int(self.offsets[i + 1]))
 
 
 class RaggedStoreWriter:
