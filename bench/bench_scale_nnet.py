@@ -1,7 +1,7 @@
 """Peak RSS, frames/s and disk bytes per step of the neural stages as the set grows, as ONE JSON.
 
     python bench/bench_scale_nnet.py [--frames 2000000 8000000 32000000] [--work /tmp/asr_kd_scale]
-                                     [--budget 1048576] [--train-steps 60] [--distill-steps 60]
+                                     [--budget 1048576] [--train-steps 60] [--distill-steps 120]
                                      [--batch-size 1024] [--cache-frames 131072] [--threads 2] [--rounds 2]
 
 For each F in --frames, writes (once; reused when present under --work) a synthetic set like a
@@ -198,6 +198,9 @@ def measure(root: Path, dev_root: Path, subset: Path, args: dict) -> dict:
         transfer = train.select(spread_utts(train.lengths, args["cache_frames"]), f"{train.name}[cached subset]")
         cached = CachedTeacher(exp / "cache", temperature=TEMPERATURE)
         distill(student, cached, transfer, LossConfig(temperature=TEMPERATURE), dev=dev, exp_dir=exp / "student")
+    if args["distill_steps"] * args["batch_size"] > transfer.num_labelled_frames():
+        sys.exit(f"--distill-steps x --batch-size exceeds the {transfer.num_frames}-frame cached subset: the "
+                 "epoch would end early; lower --distill-steps or raise --cache-frames")
     fps = read_metrics(exp / "student")[-1]["frames_per_s"]
     out["distill"] = ph.record(args["distill_steps"], fps, transfer_frames=transfer.num_frames,
                                transfer_streamed=bool(transfer.streamed))
@@ -252,7 +255,7 @@ def parse_args():
     ap.add_argument("--work", default="/tmp/asr_kd_scale", help="where the synthetic sets live (reused)")
     ap.add_argument("--budget", type=int, default=1 << 20, help="data.max_resident_frames, the same for every F")
     ap.add_argument("--train-steps", type=int, default=60)
-    ap.add_argument("--distill-steps", type=int, default=60)
+    ap.add_argument("--distill-steps", type=int, default=120)
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--cache-frames", type=int, default=1 << 17, help="frames of the cached subset (every F)")
     ap.add_argument("--cache-batch", type=int, default=8192)

@@ -148,8 +148,8 @@ def test_max_steps_per_epoch_caps_steps_frames_and_the_schedule(synth, tmp_path,
     # cosine over the capped 2 x 3 steps: the last step (5 of 6) runs at this LR, not near cfg.lr
     f = cfg.cosine_final_fraction
     assert metrics[-1]["lr"] == pytest.approx(cfg.lr * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * 5 / 6))))
-    for m in metrics:  # frames_per_s counts the 96 frames trained, not the whole set
-        assert m["frames_per_s"] * m["epoch_s"] == pytest.approx(96, rel=0.05, abs=1.0)
+    for m in metrics:  # frames_per_s counts the 96 frames trained, not the ~700 of the set (epoch_s is rounded)
+        assert m["frames_per_s"] * m["epoch_s"] == pytest.approx(96, rel=0.25)
     with pytest.raises(AsrKdError, match="max_steps_per_epoch must be >= 0"):
         train_frame_classifier(small_cfg(max_steps_per_epoch=-1), train, dev, exp_dir=tmp_path / "bad")
 
