@@ -1,5 +1,6 @@
 """Run by test_nnet_train/test_nnet_stream: train on the synthetic set; NNET_SLOW=1 sleeps per step so
-it can be killed; NNET_BUDGET=N streams the sets with a resident budget of N frames."""
+it can be killed; NNET_BUDGET=N streams the sets with a resident budget of N frames; NNET_MAX_STEPS=N
+caps each epoch at N steps."""
 import os
 import signal
 import subprocess
@@ -22,16 +23,20 @@ def slow_ce(logits, batch):
 def resume_config() -> TrainConfig:
     cfg = TrainConfig(max_epochs=4, batch_size=32, lr=0.05, device="cpu", keep_checkpoints=1)
     cfg.data.max_resident_frames = int(os.environ.get("NNET_BUDGET", 0)) or "auto"
+    cfg.max_steps_per_epoch = int(os.environ.get("NNET_MAX_STEPS", 0))
     cfg.model.hidden_dim, cfg.model.dropout = 16, 0.2  # dropout: the torch RNG state must be restored too
     return cfg
 
 
-def launch(synth: Path, exp: Path, *, slow: bool = False, budget: int | None = None) -> subprocess.Popen:
+def launch(synth: Path, exp: Path, *, slow: bool = False, budget: int | None = None,
+           max_steps: int = 0) -> subprocess.Popen:
     """This script in a fresh process (one thread), optionally slowed down and/or streamed."""
     here = Path(__file__).parent
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{here.parent}{os.pathsep}{here}"}
-    for name in ("NNET_SLOW", "NNET_BUDGET"):
+    for name in ("NNET_SLOW", "NNET_BUDGET", "NNET_MAX_STEPS"):
         env.pop(name, None)
+    if max_steps:
+        env["NNET_MAX_STEPS"] = str(max_steps)
     if slow:
         env["NNET_SLOW"] = "1"
     if budget:
@@ -39,9 +44,9 @@ def launch(synth: Path, exp: Path, *, slow: bool = False, budget: int | None = N
     return subprocess.Popen([sys.executable, __file__, str(synth), str(exp)], env=env)
 
 
-def kill_9_after_epoch_2(synth: Path, exp: Path, budget: int | None = None) -> None:
+def kill_9_after_epoch_2(synth: Path, exp: Path, budget: int | None = None, max_steps: int = 0) -> None:
     """Start a slow run, SIGKILL it once epoch 2's checkpoint exists, check it died mid-training."""
-    victim = launch(synth, exp, slow=True, budget=budget)
+    victim = launch(synth, exp, slow=True, budget=budget, max_steps=max_steps)
     ckpt = exp / "checkpoints/epoch_2.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and victim.poll() is None and time.time() < deadline:

@@ -1,9 +1,11 @@
 """Streamed frame data: the FrameData contract per chunk, chunk plans, resident-vs-streamed training,
 kill -9 resume while streaming, the budget refusal, and one model data-parallel over 2 gloo ranks."""
 import json
+import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ from asr_kd.data.store import write_store
 from asr_kd.errors import AsrKdError
 from asr_kd.nnet.frames import FrameData
 from asr_kd.nnet.stream import StreamedFrames, open_frames, pack, resolve_budget
-from asr_kd.nnet.train import TrainConfig, read_metrics, train_frame_classifier
+from asr_kd.nnet.train import TrainConfig, hard_ce, read_metrics, train_frame_classifier
 from nnet_resume_run import assert_same_weights, kill_9_after_epoch_2, launch
 from nnet_synth import make_sets
 
@@ -127,6 +129,40 @@ def test_streamed_kill_9_then_resume_gives_identical_weights(synth, tmp_path):
     assert launch(synth, tmp_path / "straight", budget=BUDGET).wait() == 0
     assert_same_weights(tmp_path / "killed", tmp_path / "straight")
     assert torch.load(tmp_path / "killed/checkpoints/epoch_4.pt", weights_only=False)["layout"] == {"chunk_frames": BUDGET // 2}
+    assert "resumed after epoch 2" in (tmp_path / "killed/log/train.log").read_text()
+
+
+@pytest.mark.parametrize("budget", ["auto", BUDGET])
+def test_max_steps_per_epoch_caps_steps_frames_and_the_schedule(synth, tmp_path, budget):
+    seen = []  # (step's frames) per loss call
+
+    def counting_ce(logits, batch):
+        seen.append(len(batch.y))
+        time.sleep(0.05)  # an epoch of >= 0.15 s, so that metrics' rounded epoch_s is precise enough
+        return hard_ce(logits[None], batch.y[None])
+
+    train, dev = sets(synth, budget)
+    assert train.num_frames > 10 * 32  # the cap is well short of a whole epoch
+    cfg = small_cfg(max_epochs=2, max_steps_per_epoch=3, schedule="cosine")
+    train_frame_classifier(cfg, train, dev, loss_fn=counting_ce, exp_dir=tmp_path / "capped")
+    assert seen == [32] * 6  # 3 full batches per epoch, 2 epochs
+    metrics = read_metrics(tmp_path / "capped")
+    # cosine over the capped 2 x 3 steps: the last step (5 of 6) runs at this LR, not near cfg.lr
+    f = cfg.cosine_final_fraction
+    assert metrics[-1]["lr"] == pytest.approx(cfg.lr * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * 5 / 6))))
+    for m in metrics:  # frames_per_s counts the 96 frames trained, not the ~700 of the set (epoch_s is rounded)
+        assert m["frames_per_s"] * m["epoch_s"] == pytest.approx(96, rel=0.25)
+    with pytest.raises(AsrKdError, match="max_steps_per_epoch must be >= 0"):
+        train_frame_classifier(small_cfg(max_steps_per_epoch=-1), train, dev, exp_dir=tmp_path / "bad")
+
+
+def test_capped_streamed_kill_9_then_resume_gives_identical_weights(synth, tmp_path):
+    kill_9_after_epoch_2(synth, tmp_path / "killed", budget=BUDGET, max_steps=4)
+    assert launch(synth, tmp_path / "killed", budget=BUDGET, max_steps=4).wait() == 0
+    assert launch(synth, tmp_path / "straight", budget=BUDGET, max_steps=4).wait() == 0
+    assert_same_weights(tmp_path / "killed", tmp_path / "straight")
+    assert [m["train_ce"] for m in read_metrics(tmp_path / "killed")] == \
+        [m["train_ce"] for m in read_metrics(tmp_path / "straight")]
     assert "resumed after epoch 2" in (tmp_path / "killed/log/train.log").read_text()
 
 

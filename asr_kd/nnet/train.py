@@ -18,6 +18,10 @@ without one only labelled frames are, under hard-label cross-entropy.
 The loop itself (`run_training`) is shared with the stacked ensemble trainer (ensemble.py): it
 drives a "learner" holding K >= 1 members; a single model is K = 1.
 
+`max_steps_per_epoch` caps an epoch at a fixed number of steps (on a very large set, an epoch
+of the LR schedule and checkpoints is a fixed amount of work, as in icefall and Kaldi nnet3):
+each capped epoch trains the first N batches of that epoch's frame order.
+
 Frames reach the loop in one of two layouts. A resident `FrameData` (a set within
 `cfg.data.max_resident_frames`): each member draws a permutation of all frames per epoch from
 its checkpointed generator, exactly as before streaming existed. A `StreamedFrames` (stream.py):
@@ -75,6 +79,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     batch_size: int = 256
     max_epochs: int = 15
+    max_steps_per_epoch: int = 0  # 0 = whole epochs; N = an "epoch" ends after N steps (very large sets)
     schedule: str = "newbob"  # newbob | cosine
     newbob_threshold: float = 0.005  # halve the LR when dev frame accuracy improves less than this
     newbob_max_halvings: int = 4  # then stop
@@ -295,7 +300,7 @@ def run_training(learner: Learner, cfg: TrainConfig, train: Frames, dev: Frames,
         raise AsrKdError(f"{train.name}: no labelled frames to train on")
     if dev.num_labelled_frames() == 0:
         raise AsrKdError(f"{dev.name}: the dev set has no labels (needed for the LR schedule)")
-    steps = math.ceil(epochs.num_frames / cfg.batch_size)
+    steps = epoch_steps(cfg, math.ceil(epochs.num_frames / cfg.batch_size))
     optimizer = make_optimizer(cfg, learner.module.parameters())
     schedule = LRSchedule(cfg, steps)
     state = LoopState()
@@ -331,7 +336,7 @@ def _epochs(learner, cfg, dev, exp, epochs: Epochs, optimizer, schedule, state, 
     while not state.stopped:
         epoch = state.epoch + 1
         t0 = time.time()
-        train_stats = run_epoch(learner, cfg, epochs, optimizer, schedule, loss_fn, epoch, autocast, ranks)
+        train_stats, trained = run_epoch(learner, cfg, epochs, optimizer, schedule, loss_fn, epoch, autocast, ranks)
         seconds = time.time() - t0
         dev_stats = member_metrics(learner, dev, cfg, autocast, ranks)
         mean_acc = sum(dev_stats["frame_acc"]) / learner.k
@@ -341,7 +346,7 @@ def _epochs(learner, cfg, dev, exp, epochs: Epochs, optimizer, schedule, state, 
         state.epoch = epoch
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **train_stats,
                   "dev_ce": _one_or_all(dev_stats["ce"]), "dev_frame_acc": _one_or_all(dev_stats["frame_acc"]),
-                  "frames_per_s": round(epochs.num_frames * learner.k / seconds, 1), "epoch_s": round(seconds, 2)}
+                  "frames_per_s": round(trained * learner.k / seconds, 1), "epoch_s": round(seconds, 2)}
         if ranks.main:
             exp.log_metrics(record)
             log.info("epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "epoch"})
@@ -353,25 +358,38 @@ def _one_or_all(values: list[float]) -> float | list[float]:
     return values[0] if len(values) == 1 else values
 
 
+def epoch_steps(cfg: TrainConfig, full_steps: int) -> int:
+    """Steps of one epoch: all of them, or at most cfg.max_steps_per_epoch (as icefall and Kaldi nnet3 cut
+    an "epoch" of a very large corpus into a fixed number of steps); the LR schedule counts these."""
+    if cfg.max_steps_per_epoch < 0:
+        raise AsrKdError(f"max_steps_per_epoch must be >= 0 (0 = whole epochs), got {cfg.max_steps_per_epoch}")
+    return min(full_steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else full_steps
+
+
 def run_epoch(learner: Learner, cfg: TrainConfig, epochs: Epochs, optimizer, schedule: LRSchedule,
-              loss_fn: LossFn | None, epoch: int, autocast: bool, ranks: Ranks = SINGLE) -> dict:
-    """One pass over the epoch's frames, each member in its own random order; returns mean train metrics."""
+              loss_fn: LossFn | None, epoch: int, autocast: bool, ranks: Ranks = SINGLE) -> tuple[dict, int]:
+    """One pass over the epoch's frames (the first cfg.max_steps_per_epoch batches when capped), each
+    member in its own random order; returns (mean train metrics, frames trained per member)."""
     learner.module.train()
     train = epochs.train
     sums: dict[str, torch.Tensor] = {}
     first_bad = torch.tensor(-1, device=train.device)
     check_every = 1 if train.device.type == "cpu" else 50
-    steps, orders_per_chunk = epochs.orders(epoch, cfg.batch_size)
+    full_steps, orders_per_chunk = epochs.orders(epoch, cfg.batch_size)
+    steps = epoch_steps(cfg, full_steps)
     progress = tqdm(total=steps, desc=f"epoch {epoch}", leave=False, disable=None if ranks.main else True,
                     mininterval=5)
-    step = 0
+    step = trained = 0
     for orders in orders_per_chunk:  # (K, N) frame ids of the resident chunk (all frames when resident)
         for start in range(0, orders.shape[1], cfg.batch_size):
+            if step == steps:
+                break
             step += 1
             progress.update()
             full = orders[:, start:start + cfg.batch_size]
             if full.shape[1] < ranks.world:
                 continue  # too few frames to give every rank one (data-parallel only)
+            trained += full.shape[1]
             idx = ranks.share(full)
             batch = member_batch(train, idx, cfg)
             schedule.step(optimizer)
@@ -393,9 +411,13 @@ def run_epoch(learner: Learner, cfg: TrainConfig, epochs: Epochs, optimizer, sch
             optimizer.step()
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + torch.as_tensor(value, device=train.device).detach().float()
+        if step == steps:
+            break
+    if hasattr(orders_per_chunk, "close"):
+        orders_per_chunk.close()  # a capped epoch: release the streamed chunks (and the loader thread) now
     progress.close()
     _check_finite(first_bad, epoch, steps)
-    return {f"train_{k}": _round(ranks.sum(v) / (steps * ranks.world)) for k, v in sums.items()}
+    return {f"train_{k}": _round(ranks.sum(v) / (steps * ranks.world)) for k, v in sums.items()}, trained
 
 
 def _round(v: torch.Tensor) -> float | list[float]:
