@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from asr_kd.align.gmm_stats import component_loglikes
 from asr_kd.data.store import RaggedStore
 from asr_kd.errors import AsrKdError
 from asr_kd.io import read_json, sha256_file
@@ -175,27 +176,20 @@ def _decode_timed(decoder: Decoder, utt: str, matrix, acoustic_scale: float):
 
 
 def gmm_loglikes(am, feats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """(frames, num_pdfs) GMM log-likelihoods per utterance, all Gaussians in one matrix product.
-
-    log N(x; g) + log w_g = gconst_g + x . (mu_g / var_g) - 0.5 x^2 . (1 / var_g)  (Kaldi's DiagGmm form),
-    then log-sum-exp over each pdf's Gaussians.
-    """
-    gconsts, linear, quadratic, owner = [], [], [], []
-    for pdf in range(am.num_pdfs):
-        gmm = am.get_pdf(pdf)
-        gconsts.append(np.asarray(gmm.gconsts, np.float64))
-        linear.append(np.asarray(gmm.means_invvars, np.float64))
-        quadratic.append(-0.5 * np.asarray(gmm.inv_vars, np.float64))
-        owner.append(np.full(len(gconsts[-1]), pdf))
-    weights = np.concatenate([np.concatenate(linear), np.concatenate(quadratic)], axis=1).T  # (2D, G)
-    gconst, owner = np.concatenate(gconsts), np.concatenate(owner)
+    """(frames, num_pdfs) GMM log-likelihoods per utterance, all Gaussians in one matrix product
+    (`gmm_stats.component_loglikes`, the formula GMM training uses), then log-sum-exp over each
+    pdf's Gaussians."""
+    gmms = [am.get_pdf(pdf) for pdf in range(am.num_pdfs)]
+    gconst = np.concatenate([np.asarray(g.gconsts, np.float64) for g in gmms])
+    means_invvars = np.concatenate([np.asarray(g.means_invvars, np.float64) for g in gmms])
+    inv_vars = np.concatenate([np.asarray(g.inv_vars, np.float64) for g in gmms])
+    owner = np.concatenate([np.full(len(g.gconsts), pdf) for pdf, g in enumerate(gmms)])
     starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
     out = {}
     for utt, x in feats.items():
-        x = np.asarray(x, np.float64)
         if x.shape[1] != am.dim:
             raise AsrKdError(f"utterance {utt}: features have dim {x.shape[1]}, the GMM expects {am.dim}")
-        per_gauss = np.concatenate([x, x * x], axis=1) @ weights + gconst            # (T, G)
+        per_gauss = component_loglikes(x, gconst, means_invvars, inv_vars)          # (T, G)
         peak = np.maximum.reduceat(per_gauss, starts, axis=1)                        # (T, P)
         summed = np.add.reduceat(np.exp(per_gauss - peak[:, owner]), starts, axis=1)
         out[utt] = (peak + np.log(summed)).astype(np.float32)
