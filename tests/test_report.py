@@ -187,3 +187,16 @@ def test_system_json_says_what_a_dir_is(tmp_path):
     _json(d / "system.json", {"kind": "teacher"})
     with pytest.raises(AsrKdError, match="unknown kind 'teacher'"):
         collect_run(exp)
+
+
+def test_score_map_decode_adds_the_unmapped_column(tmp_path):
+    """A --score-map decode (TIMIT: 39-phone PER, 48-phone in `unmapped`) gets its extra column; others do not."""
+    exp = make_exp(tmp_path / "exp")
+    write_report([exp], tmp_path / "plain", plots=False)
+    assert "before --score-map" not in (tmp_path / "plain" / "RESULTS.md").read_text(encoding="utf-8")
+    w = json.loads((exp / "dnn" / "decode_test" / "wer.json").read_text())
+    _json(exp / "dnn" / "decode_test" / "wer.json", {**w, "unmapped": {"wer": 14.5}})
+    write_report([exp], tmp_path / "mapped", plots=False)
+    rows = _rows((tmp_path / "mapped" / "RESULTS.md").read_text(encoding="utf-8"), "## All systems")
+    at = rows["system"].index("test WER % before --score-map")
+    assert rows["dnn"][at] == "14.50" and rows["dnn"][at - 1] == "10.00" and rows["tri1"][at] == ""

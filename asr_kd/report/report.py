@@ -72,7 +72,8 @@ REFERENCES = [
 
 KINDS = ("gmm", "baseline", "member", "ensemble", "student")
 METRICS = ("params", "dev_frame_acc", "test_frame_acc", "dev_ce", "test_ce", "dev_wer", "test_wer",
-           "substitutions", "deletions", "insertions", "words", "rtf", "acoustic_scale", "word_penalty")
+           "substitutions", "deletions", "insertions", "words", "rtf", "acoustic_scale", "word_penalty",
+           "test_wer_unmapped")
 SYSTEM_KIND = {"gmm": "gmm", "dnn": "baseline", "ensemble": "ensemble", "student": "student"}  # system.json -> row
 
 
@@ -208,6 +209,8 @@ def _scored(s: System) -> System:
         w = read_json(wer_file)
         s.values.update(test_wer=w["wer"], substitutions=w["substitutions"], deletions=w["deletions"],
                         insertions=w["insertions"], words=w["words"])
+        if "unmapped" in w:  # decoded with --score-map (TIMIT: wer = 39-phone PER, unmapped = 48-phone)
+            s.values["test_wer_unmapped"] = w["unmapped"]["wer"]
         for key, src in (("rtf", "real_time_factor"), ("acoustic_scale", "acoustic_scale"),
                          ("word_penalty", "word_penalty")):
             if src in w:
@@ -302,6 +305,7 @@ COLUMNS = [  # (header, metric, formatter of one number)
     ("test CE", "test_ce", lambda v: f"{v:.3f}"),
     ("dev WER %", "dev_wer", lambda v: f"{v:.2f}"),
     ("test WER %", "test_wer", lambda v: f"{v:.2f}"),
+    ("test WER % before --score-map", "test_wer_unmapped", lambda v: f"{v:.2f}"),  # only when decoded with one
     ("S/D/I", None, None),
     ("ac. scale", "acoustic_scale", lambda v: f"{v:.3g}"),
     ("word pen.", "word_penalty", lambda v: f"{v:.2g}"),
@@ -340,10 +344,12 @@ def _table(header: list[str], lines: list[list[str]]) -> str:
 
 
 def main_table(rows: list[dict]) -> str:
+    """All systems; a column no system has a number for (e.g. no --score-map decode) is left out."""
+    columns = [c for c in COLUMNS if c[1] != "test_wer_unmapped" or any(c[1] in r for r in rows)]
     lines = []
     for row in rows:
         cells = []
-        for _, metric, fmt in COLUMNS:
+        for _, metric, fmt in columns:
             if metric is None:
                 sdi = [row.get(k) for k in ("substitutions", "deletions", "insertions")]
                 cells.append("/".join(f"{round(m[0], 1):g}" for m in sdi) if all(sdi) else "")  # means over runs
@@ -351,7 +357,7 @@ def main_table(rows: list[dict]) -> str:
                 cells.append(cell(row, metric, fmt))
         name = row["name"] + (f" (n={row['n']})" if row["n"] > 1 and row["kind"] != "members" else "")
         lines.append([name] + cells)
-    return _table(["system"] + [h for h, _, _ in COLUMNS], lines)
+    return _table(["system"] + [h for h, _, _ in columns], lines)
 
 
 def _wer_cell(rep: Report, name: str) -> str:
