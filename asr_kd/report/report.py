@@ -45,7 +45,7 @@ from pathlib import Path
 
 from asr_kd.errors import AsrKdError
 from asr_kd.io import read_json
-from asr_kd.report.findings import Findings, find
+from asr_kd.report.findings import Findings, describe, find
 
 log = logging.getLogger(__name__)
 
@@ -421,8 +421,6 @@ def significance_section(rep: Report) -> str:
     rows = rep.findings.significance
     if not rows:
         return ""
-    from asr_kd.report.findings import describe
-
     lines = [[f"{rep.findings.chosen} vs {r['other']}", r["runs"], *describe(r["result"]).split(" | ")] for r in rows]
     return "\n".join([
         "## Is the student's WER really different? (paired bootstrap, Bisani & Ney 2004)\n",
