@@ -207,7 +207,7 @@ hybrid_kd_stages() {
 
   if in_stage 9; then
     echo "stage 9: report"
-    kd report "$exp" --out "$report"    # always regenerated: cheap, and reads whatever has finished
+    kd report "$exp" --out "$report" --corpus "$(basename "$PWD")"  # always regenerated: cheap; the recipe dir names the corpus
     echo "results: $report/RESULTS.md"
   fi
 }
