@@ -61,14 +61,19 @@ def test_combination_with_coarse_dustbins_reaches_the_minimum_found_by_gradient_
     clusters = [[0, 1], [1, 2, 3]]
     spec = [random_probs(b, 3, 4), random_probs(b, 4, 5)]
     active = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1]], dtype=torch.bool)
-    q = combine(p_g, spec, clusters, active, iters=5000, tol=1e-14)
+    q = combine(p_g, spec, clusters, active, iters=3000, tol=1e-12)
     assert torch.allclose(q.sum(1), torch.ones(b, dtype=torch.float64))
-    logits = torch.zeros(b, c, dtype=torch.float64, requires_grad=True)  # independent oracle: Adam on log q
-    opt = torch.optim.Adam([logits], lr=0.05)
-    for _ in range(4000):
+    logits = torch.zeros(b, c, dtype=torch.float64, requires_grad=True)  # independent oracle: L-BFGS on log q
+    opt = torch.optim.LBFGS([logits], max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-15,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
         opt.zero_grad()
-        combination_objective(torch.softmax(logits, 1), p_g, spec, clusters, active).sum().backward()
-        opt.step()
+        value = combination_objective(torch.softmax(logits, 1), p_g, spec, clusters, active).sum()
+        value.backward()
+        return value
+
+    opt.step(closure)
     oracle = torch.softmax(logits.detach(), 1)
     ours = combination_objective(q, p_g, spec, clusters, active)
     theirs = combination_objective(oracle, p_g, spec, clusters, active)
@@ -164,41 +169,57 @@ def test_a_fresh_specialist_predicts_what_the_generalist_does():
 
 
 # ---------------------------------------------------------------- end to end -----------------
+def specialist_args(root, sets, *extra):
+    (tf, ta), (df, da) = sets["train"], sets["dev"]
+    return ["train-specialists", str(root / "gen"), str(tf), str(ta), str(df), str(da), str(root / "spec"),
+            "--set", "num_clusters=3", "--set", "max_pdfs=8", "--set", "min_frames=1", "--set", "cluster_frames=500",
+            "--set", "train.max_epochs=1", "--set", "train.device=cpu", *extra]
+
+
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory):
+def spec_run(tmp_path_factory):
+    """A generalist, its specialists and the table, on synthetic stores (8 pdfs)."""
     root = tmp_path_factory.mktemp("spec")
     sets = {name: make_sets(root, num_utts=n, num_pdfs=8, dim=4, seed=s, noise=1.5, name=name)
             for name, n, s in (("train", 40, 0), ("dev", 8, 1))}
-    return root, sets
-
-
-def test_train_and_eval_specialists_end_to_end(stores, capsys):
-    root, sets = stores
     (tf, ta), (df, da) = sets["train"], sets["dev"]
     assert main(["train", str(tf), str(ta), str(df), str(da), str(root / "gen"), "--set", "max_epochs=2",
                  "--set", "model.hidden_dim=16", "--set", "left_context=1", "--set", "right_context=1",
                  "--set", "device=cpu"]) == 0
-    args = ["train-specialists", str(root / "gen"), str(tf), str(ta), str(df), str(da), str(root / "spec"),
-            "--set", "num_clusters=3", "--set", "max_pdfs=8", "--set", "min_frames=1", "--set", "cluster_frames=500",
-            "--set", "train.max_epochs=1", "--set", "train.device=cpu"]
-    assert main(args) == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(specialist_args(root, sets)) == 0
+    assert main(["eval-specialists", str(root / "spec"), "--eval", "dev", str(df), str(da)]) == 0
+    return root, sets
+
+
+def test_train_and_eval_specialists_end_to_end(spec_run, capsys):
+    root, sets = spec_run
+    index = json.loads((root / "spec" / "specialists.json").read_text())
     clusters = json.loads((root / "spec" / "clusters.json").read_text())
     assert sorted({p for c in clusters["clusters"] for p in c}) == list(range(8))  # every pdf is in a cluster
-    assert len(out["specialists"]) == len(clusters["specialists"]) >= 1
-    first = root / "spec" / out["specialists"][0]
+    assert index["specialists"] == [f"spec_{m:02d}" for m in clusters["specialists"]] and index["specialists"]
+    first = root / "spec" / index["specialists"][0]
     record = json.loads((first / "specialist.json").read_text())
+    assert record["train_frames"] > 0 and record["pdfs"] == clusters["clusters"][record["cluster"]]
     mtime = (first / "final.pt").stat().st_mtime_ns
-    assert main(args) == 0  # rerun: finished specialists are kept, not retrained
+    assert main(specialist_args(root, sets)) == 0  # rerun: finished specialists are kept, not retrained
     assert (first / "final.pt").stat().st_mtime_ns == mtime
-    assert main(args[:-4] + ["--set", "num_clusters=4", "--set", "train.max_epochs=1",
-                             "--set", "train.device=cpu"]) == 1
+    capsys.readouterr()
+    assert main(specialist_args(root, sets, "--set", "num_clusters=4")) == 1
     assert "made with another config" in capsys.readouterr().err
 
-    assert main(["eval-specialists", str(root / "spec"), "--eval", "dev", str(df), str(da)]) == 0
     table = json.loads((root / "spec" / "specialist_table.json").read_text())
     dev = table["sets"]["dev"]
     assert dev["overall"]["frames"] == sum(r["frames"] for r in dev["by_covering"].values())
     assert dev["overall"]["delta_correct"] == dev["overall"]["combined_correct"] - dev["overall"]["generalist_correct"]
     assert "| # specialists covering |" in (root / "spec" / "specialist_table.md").read_text()
-    assert record["train_frames"] > 0 and len(record["pdfs"]) <= 8
+
+
+def test_report_picks_up_the_specialist_table(spec_run):
+    from asr_kd.report.report import write_report
+
+    root, _ = spec_run
+    text = write_report([root], root / "report", plots=False).read_text()
+    assert "## Specialist models (paper §5" in text
+    assert "| all frames |" in text
+    results = json.loads((root / "report" / "results.json").read_text())
+    assert list(results["specialists"]) == [str(root / "spec" / "specialist_table.json")]

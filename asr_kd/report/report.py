@@ -357,8 +357,11 @@ def write_report(exp_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
 
 
 def results_json(runs: list[Run], rows: list[dict]) -> dict:
+    from asr_kd.report.specialists import specialist_tables
+
     return {
         "exp_dirs": [str(r.exp_dir) for r in runs],
+        "specialists": {str(f): record for f, record in specialist_tables([r.exp_dir for r in runs])},
         "summary": [{k: ({"mean": v[0], "std": v[1]} if isinstance(v, tuple) else v) for k, v in r.items()}
                     for r in rows],
         "runs": [{"exp_dir": str(r.exp_dir), "step_seconds": r.step_seconds, "regularizer": r.regularizer,
@@ -385,6 +388,12 @@ def results_markdown(runs: list[Run], rows: list[dict], images: list[str]) -> st
     reg = regularizer_table(runs)
     if reg:
         parts += ["## Soft targets as a regularizer (paper §6)\n", reg]
+    from asr_kd.report.specialists import specialist_section
+
+    specialists = specialist_section([r.exp_dir for r in runs])
+    if specialists:
+        parts += ["## Specialist models (paper §5; frame accuracy by # specialists covering the correct pdf)\n",
+                  specialists]
     parts += ["## External references (quoted, not measured here)\n", references_table()]
     if images:
         parts += ["## Plots\n", "".join(f"![{Path(i).stem}]({i})\n" for i in images)]
