@@ -202,6 +202,7 @@ def test_train_and_eval_specialists_end_to_end(spec_run, capsys):
     assert record["train_frames"] > 0 and record["pdfs"] == clusters["clusters"][record["cluster"]]
     mtime = (first / "final.pt").stat().st_mtime_ns
     assert main(specialist_args(root, sets)) == 0  # rerun: finished specialists are kept, not retrained
+    assert main(specialist_args(root, sets, "--set", "top_n=2")) == 0  # an evaluation setting: not refused
     assert (first / "final.pt").stat().st_mtime_ns == mtime
     capsys.readouterr()
     assert main(specialist_args(root, sets, "--set", "num_clusters=4")) == 1

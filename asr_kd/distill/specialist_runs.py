@@ -84,13 +84,23 @@ class Specialist:
 
 
 # ---------------------------------------------------------------- clustering ----------------
+EVAL_ONLY = ("top_n", "combine_iters")  # config keys that do not change what is trained
+
+
+def trained_identity(config: dict) -> dict:
+    """The part of a config dict that decides the specialists (not evaluation keys nor the device)."""
+    kept = {k: v for k, v in config.items() if k not in EVAL_ONLY}
+    return {**kept, "train": {k: v for k, v in config["train"].items() if k != "device"}}
+
+
 def make_clusters(cfg: SpecialistConfig, generalist: Ensemble, train: FrameData, exp_dir: Path) -> dict:
-    """clusters.json: computed once from `cfg`, reused when the config and generalist are unchanged."""
-    identity = {"config": to_dict(cfg), "generalist_sha256": [sha256_file(s) for s in generalist.sources]}
+    """clusters.json: computed once from `cfg`, reused while what decides the specialists is unchanged."""
+    t0 = time.time()
+    sha = [sha256_file(s) for s in generalist.sources]
     path = exp_dir / "clusters.json"
     if path.is_file():
         record = read_json(path)
-        if {k: record.get(k) for k in identity} != identity:
+        if trained_identity(record["config"]) != trained_identity(to_dict(cfg)) or record["generalist_sha256"] != sha:
             raise AsrKdError(f"{path}: made with another config or generalist; use a new exp dir or delete it")
         return record
     labelled = train.labelled_frames().cpu().numpy()
@@ -104,10 +114,11 @@ def make_clusters(cfg: SpecialistConfig, generalist: Ensemble, train: FrameData,
     if not chosen:
         raise AsrKdError(f"{train.name}: no cluster has <= {cfg.max_pdfs} pdfs and >= {cfg.min_frames} frames; "
                          "raise num_clusters or max_pdfs")
-    record = {**identity, "num_pdfs": generalist.num_pdfs, "covariance_frames": len(sample), "clusters": clusters,
-              "cluster_train_frames": cluster_frames, "specialists": chosen,
-              "within_cluster_errors": within_cluster_errors(probs, train.labels.cpu().numpy()[sample],
-                                                             clusters)}
+    record = {"config": to_dict(cfg), "generalist_sha256": sha, "num_pdfs": generalist.num_pdfs,
+              "covariance_frames": len(sample), "clusters": clusters, "cluster_train_frames": cluster_frames,
+              "specialists": chosen,
+              "within_cluster_errors": within_cluster_errors(probs, train.labels.cpu().numpy()[sample], clusters),
+              "seconds": round(time.time() - t0, 1)}
     exp_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, record)
     log.info("%d clusters of sizes %s; specialists for %s", len(clusters), [len(c) for c in clusters], chosen)
@@ -130,13 +141,13 @@ def _clusters_of(pdf: int, clusters: list[list[int]]) -> list[int]:
 
 
 # ---------------------------------------------------------------- one specialist ------------
-def sample_frames(labels: torch.Tensor, pdfs: list[int], max_frames: int, seed: int,
-                  name: str = "train") -> tuple[torch.Tensor, float]:
+def sample_frames(labels: torch.Tensor, pdfs: list[int], max_frames: int, seed: int, *,
+                  name: str = "train", dev: bool = False) -> tuple[torch.Tensor, float]:
     """(frame ids, dustbin offset): the cluster's frames (<= max_frames / 2) and as many of the rest.
 
     The offset log(r_in / r_out) of the two sampling rates undoes the dustbin's under-sampling.
-    A set with none of the cluster's pdfs (a small dev set can lack a rare pdf) gets max_frames / 2
-    frames of the rest and offset 0 when `name` is not "train"; training needs both kinds.
+    A `dev` set with none of the cluster's pdfs (a small dev set can lack a rare pdf) gets
+    max_frames / 2 frames of the rest and offset 0; a training set needs both kinds.
     """
     labels = labels.cpu()
     inside = torch.isin(labels, torch.as_tensor(pdfs))
@@ -144,12 +155,13 @@ def sample_frames(labels: torch.Tensor, pdfs: list[int], max_frames: int, seed: 
     out_ids = torch.nonzero(~inside & (labels >= 0)).squeeze(1).numpy()
     rng = np.random.default_rng(seed)
     n_in = min(len(in_ids), max_frames // 2)
-    n_out = min(len(out_ids), n_in if n_in or name == "train" else max_frames // 2)
-    if (n_in == 0 and name == "train") or n_out == 0:
+    n_out = min(len(out_ids), n_in if n_in or not dev else max_frames // 2)
+    if (n_in == 0 and not dev) or n_out == 0:
         raise AsrKdError(f"{name}: the specialist for pdfs {pdfs[:5]}... has {len(in_ids)} frames inside and "
                          f"{len(out_ids)} outside its cluster; it needs both (raise min_frames)")
     if n_in == 0:
-        log.warning("%s: no frame of the specialist's pdfs %s...; its dev accuracy sees the dustbin only", name, pdfs[:5])
+        log.warning("%s: no frame of the specialist's pdfs %s...; its dev accuracy sees the dustbin only",
+                    name, pdfs[:5])
     chosen = np.concatenate([rng.choice(in_ids, n_in, replace=False), rng.choice(out_ids, n_out, replace=False)])
     offset = math.log((n_in / len(in_ids)) / (n_out / len(out_ids))) if n_in else 0.0
     return torch.from_numpy(np.sort(chosen)), offset
@@ -201,8 +213,9 @@ def train_one(cfg: SpecialistConfig, m: int, pdfs: list[int], generalist: tuple[
     """Train specialist `m` into `out` (resuming); returns its specialist.json record."""
     t0 = time.time()
     model, spec = generalist
-    frames, offset = sample_frames(train.labels, pdfs, cfg.max_train_frames, cfg.seed + 1 + m)
-    dev_frames, _ = sample_frames(dev.labels, pdfs, cfg.max_train_frames, cfg.seed + 1 + m, name=str(dev.name))
+    frames, offset = sample_frames(train.labels, pdfs, cfg.max_train_frames, cfg.seed + 1 + m, name=str(train.name))
+    dev_frames, _ = sample_frames(dev.labels, pdfs, cfg.max_train_frames, cfg.seed + 1 + m, name=str(dev.name),
+                                  dev=True)
     first = frames[:4096].to(train.device)
     specialist, s_spec = init_from_generalist(model, spec, pdfs,
                                               train.windows(first, spec.left_context, spec.right_context), offset)
@@ -255,7 +268,8 @@ def read_config(exp_dir: str | Path) -> SpecialistConfig:
     return from_dict(SpecialistConfig, read_json(path)["config"], str(path))
 
 
-def load_specialists(exp_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Ensemble, list[Specialist], dict]:
+def load_specialists(exp_dir: str | Path,
+                     device: str | torch.device = "cpu") -> tuple[Ensemble, list[Specialist], dict]:
     """(generalist, specialists, clusters.json) of a finished train-specialists exp dir."""
     exp_dir = Path(exp_dir)
     if not (exp_dir / "specialists.json").is_file():
@@ -313,6 +327,7 @@ def evaluate_specialists(exp_dir: str | Path, sets: dict[str, FrameData], out_st
               "specialist_pdfs": [len(s.pdfs) for s in specialists],
               "covered_pdfs": int((cover > 0).sum()), "num_pdfs": clusters["num_pdfs"],
               "train_seconds": read_json(Path(exp_dir) / "specialists.json")["train_seconds"],
+              "cluster_seconds": clusters.get("seconds"),
               "eval_seconds": round(time.time() - t0, 1), "sets": results,
               "config": clusters["config"]}
     write_json(Path(f"{out_stem}.json"), record)
@@ -340,8 +355,8 @@ def specialist_markdown(record: dict) -> str:
              f"{cfg['overlap']}, sizes {record['specialist_pdfs']} pdfs + dustbin; {record['covered_pdfs']} of "
              f"{record['num_pdfs']} pdfs covered), each trained from the generalist on <= {cfg['max_train_frames']} "
              f"frames for <= {train['max_epochs']} epochs (lr {train['lr']}); active where the generalist's top-"
-             f"{record['top_n']} pdf is in the cluster. Training {seconds:.0f} s in all, evaluation "
-             f"{record['eval_seconds']:.0f} s.\n"]
+             f"{record['top_n']} pdf is in the cluster. Clustering {record.get('cluster_seconds') or 0:.0f} s, "
+             f"training {seconds:.0f} s in all, evaluation {record['eval_seconds']:.0f} s.\n"]
     for name, res in record["sets"].items():
         lines += [f"**{name}** ({res['frames_with_active_specialist']} of {res['overall']['frames']} frames have an "
                   "active specialist)\n",

@@ -10,11 +10,12 @@ zeroed (`pdf_profiles`): measured on AN4 (500 pdfs, 30k frames, M = 12), raw cov
 are dominated by the variance of the few frequent pdfs (10 singleton clusters and one of 472
 pdfs), and the diagonal 1 of a correlation column makes all columns nearly equidistant; the
 zero-diagonal correlation column says only WITH WHICH pdfs a pdf is predicted, which is what
-confusability is (70% of the generalist's frame errors then fall inside one cluster). numpy k-means, not a library: sklearn and scipy are not dependencies here, and
-Lloyd's algorithm with k-means++ seeding is ~30 lines whose result depends only on `seed` (tested).
+confusability is (70% of the generalist's frame errors then fall inside one cluster). numpy
+k-means, not a library: sklearn and scipy are not dependencies here, and Lloyd's algorithm with
+k-means++ seeding is ~30 lines whose result depends only on `seed` (tested).
 `overlap` > 0 lets a pdf also join every cluster whose centroid is within (1 + overlap) x the
-distance to its own centroid, so a pdf can be covered by several specialists, as the paper's
-(61 specialists x 300 classes over 15,000 JFT classes overlap); `overlap` = 0 is plain k-means.
+distance to its own centroid, so a pdf can be covered by several specialists (the paper's Table 4
+counts test cases by how many specialists cover the correct class); `overlap` = 0 is plain k-means.
 
 Dustbin. A specialist predicts its cluster's pdfs plus one "dustbin" class standing for every
 other pdf: a full distribution maps to (cluster pdfs, sum of the rest), a label to its index in
