@@ -224,3 +224,21 @@ def test_report_picks_up_the_specialist_table(spec_run):
     assert "| all frames |" in text
     results = json.loads((root / "report" / "results.json").read_text())
     assert list(results["specialists"]) == [str(root / "spec" / "specialist_table.json")]
+
+
+def test_combined_loglikes_store_holds_each_utterances_frames(spec_run):
+    from asr_kd.data.store import RaggedStore
+    from asr_kd.distill.specialist_runs import combined_posteriors, load_specialists, write_combined_loglikes
+    from asr_kd.nnet.frames import FrameData
+
+    root, sets = spec_run
+    dev = FrameData.load(*sets["dev"])
+    priors = np.load(sets["train"][1] / "priors.npy")
+    store = RaggedStore(write_combined_loglikes(root / "spec", dev, root / "ll_dev", priors, batch=7))
+    assert store.keys == dev.utt_ids and store.meta["kind"] == "loglike"
+    generalist, specialists, _ = load_specialists(root / "spec")
+    _, q, _ = combined_posteriors(generalist, specialists, dev, torch.arange(dev.num_frames))
+    expected = (q.log() - torch.from_numpy(np.log(priors))).float().numpy()
+    u = len(dev.utt_ids) // 2
+    first, last = int(dev.offsets[u]), int(dev.offsets[u + 1])
+    assert np.allclose(store[dev.utt_ids[u]], expected[first:last], atol=1e-4)

@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a labelled set to score (repeatable), e.g. --eval test data/fbank/test exp/tri1_ali_test")
     p.add_argument("--out-stem", help="default: EXP_DIR/specialist_table")
     p.add_argument("--top-n", type=int, help="default: the config's top_n")
+    p.add_argument("--loglikes-dir", help="also write DIR/loglikes_NAME: combined log-likelihoods of each --eval set "
+                   "(for `asr-kd decode --loglikes`); needs --priors")
+    p.add_argument("--priors", help="alignment dir with priors.npy (the generalist's training alignment)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_eval)
 
@@ -47,12 +50,23 @@ def _train(args) -> None:
 
 
 def _eval(args) -> None:
-    from asr_kd.distill.specialist_runs import evaluate_specialists, read_config, specialist_markdown
+    from asr_kd.distill.specialist_runs import (evaluate_specialists, read_config, specialist_markdown,
+                                                write_combined_loglikes)
+    from asr_kd.errors import AsrKdError
     from asr_kd.nnet.frames import FrameData
+    from asr_kd.nnet.infer import read_priors
 
+    if args.loglikes_dir and not args.priors:
+        raise AsrKdError("--loglikes-dir needs --priors (the training alignment dir with priors.npy)")
     cfg = read_config(args.exp_dir)
     sets = {name: FrameData.load(feats, ali, device=args.device) for name, feats, ali in args.eval}
     stem = args.out_stem or f"{args.exp_dir}/specialist_table"
     record = evaluate_specialists(args.exp_dir, sets, stem, top_n=args.top_n or cfg.top_n, iters=cfg.combine_iters,
                                   device=args.device)
     print(specialist_markdown(record))
+    if args.loglikes_dir:
+        priors = read_priors(args.priors)
+        for name, data in sets.items():
+            out = write_combined_loglikes(args.exp_dir, data, f"{args.loglikes_dir}/loglikes_{name}", priors,
+                                          top_n=args.top_n or cfg.top_n, iters=cfg.combine_iters, device=args.device)
+            print(json.dumps({"loglikes": str(out), "set": name}))

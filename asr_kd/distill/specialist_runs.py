@@ -335,6 +335,30 @@ def evaluate_specialists(exp_dir: str | Path, sets: dict[str, FrameData], out_st
     return record
 
 
+@torch.no_grad()
+def write_combined_loglikes(exp_dir: str | Path, data: FrameData, out: str | Path, priors: np.ndarray, *,
+                            top_n: int = 1, iters: int = 50, batch: int = 8192,
+                            device: str | torch.device = "cpu") -> Path:
+    """Per-utterance log q - log prior of every frame of `data` (a store for `asr-kd decode --loglikes`),
+    with the same prior floor as the nnet stage's `compute-loglikes`."""
+    from asr_kd.data.store import RaggedStoreWriter
+    from asr_kd.nnet.infer import log_priors, utterance_chunks
+
+    generalist, specialists, _ = load_specialists(exp_dir, device)
+    shift = log_priors(priors, generalist.num_pdfs).to(data.device).double()
+    offsets = data.offsets.tolist()
+    meta = {"kind": "loglike", "num_pdfs": generalist.num_pdfs, "features": str(data.name),
+            "specialists": str(exp_dir), "top_n": top_n, "model_sha256": [sha256_file(s) for s in generalist.sources]}
+    with RaggedStoreWriter(out, "float32") as writer:
+        for first, end, frames in utterance_chunks(offsets, 0, len(data.utt_ids), batch, data.device):
+            _, q, _ = combined_posteriors(generalist, specialists, data, frames, top_n, iters)
+            rows = (q.clamp_min(1e-30).log() - shift).float().cpu().numpy()
+            for u in range(first, end):
+                writer.add(data.utt_ids[u], rows[offsets[u] - offsets[first]:offsets[u + 1] - offsets[first]])
+        writer.close(meta)
+    return Path(out)
+
+
 def set_breakdown(g_ok: torch.Tensor, c_ok: torch.Tensor, cover: torch.Tensor, n_active: int) -> dict:
     """Overall and per "# specialists covering the correct pdf" counts (the paper's Table 4 rows)."""
     def row(mask):
