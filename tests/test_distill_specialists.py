@@ -242,3 +242,11 @@ def test_combined_loglikes_store_holds_each_utterances_frames(spec_run):
     u = len(dev.utt_ids) // 2
     first, last = int(dev.offsets[u]), int(dev.offsets[u + 1])
     assert np.allclose(store[dev.utt_ids[u]], expected[first:last], atol=1e-4)
+
+
+def test_within_cluster_errors_counts_errors_inside_one_cluster():
+    from asr_kd.distill.specialist_runs import within_cluster_errors
+
+    probs = np.eye(4)[[0, 1, 2, 3]]  # predictions 0, 1, 2, 3
+    labels = np.array([1, 1, 3, 0])  # errors: 0 for 1 (same cluster), 2 for 3 (same), 3 for 0 (not)
+    assert within_cluster_errors(probs, labels, [[0, 1], [2, 3]]) == round(2 / 3, 4)

@@ -131,13 +131,8 @@ def within_cluster_errors(probs: np.ndarray, labels: np.ndarray, clusters: list[
     wrong = pred != labels
     if not wrong.any():
         return 0.0
-    shared = [bool(set(_clusters_of(p, clusters)) & set(_clusters_of(y, clusters)))
-              for p, y in zip(pred[wrong], labels[wrong])]
-    return round(float(np.mean(shared)), 4)
-
-
-def _clusters_of(pdf: int, clusters: list[list[int]]) -> list[int]:
-    return [m for m, c in enumerate(clusters) if pdf in c]
+    member = cluster_matrix(clusters, probs.shape[1]).T.bool().numpy()  # (C, M)
+    return round(float((member[pred[wrong]] & member[labels[wrong]]).any(1).mean()), 4)
 
 
 # ---------------------------------------------------------------- one specialist ------------
