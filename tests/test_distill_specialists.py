@@ -186,6 +186,8 @@ def spec_run(tmp_path_factory):
     assert main(["train", str(tf), str(ta), str(df), str(da), str(root / "gen"), "--set", "max_epochs=2",
                  "--set", "model.hidden_dim=16", "--set", "left_context=1", "--set", "right_context=1",
                  "--set", "device=cpu"]) == 0
+    spec = ModelSpec(ModelConfig(hidden_layers=1, hidden_dim=8), 4, 1, 1, 8)
+    save_final(root / "other_gen" / "final.pt", init_model(spec, 5).state_dict(), spec)  # another predictor
     assert main(specialist_args(root, sets)) == 0
     assert main(["eval-specialists", str(root / "spec"), "--eval", "dev", str(df), str(da)]) == 0
     return root, sets
@@ -207,6 +209,8 @@ def test_train_and_eval_specialists_end_to_end(spec_run, capsys):
     capsys.readouterr()
     assert main(specialist_args(root, sets, "--set", "num_clusters=4")) == 1
     assert "made with another config" in capsys.readouterr().err
+    assert main(specialist_args(root, sets, "--cluster-with", str(root / "other_gen"))) == 1
+    assert "clustering model" in capsys.readouterr().err
 
     table = json.loads((root / "spec" / "specialist_table.json").read_text())
     dev = table["sets"]["dev"]
@@ -250,3 +254,13 @@ def test_within_cluster_errors_counts_errors_inside_one_cluster():
     probs = np.eye(4)[[0, 1, 2, 3]]  # predictions 0, 1, 2, 3
     labels = np.array([1, 1, 3, 0])  # errors: 0 for 1 (same cluster), 2 for 3 (same), 3 for 0 (not)
     assert within_cluster_errors(probs, labels, [[0, 1], [2, 3]]) == round(2 / 3, 4)
+
+
+def test_clusters_can_come_from_another_model(spec_run):
+    root, sets = spec_run
+    args = specialist_args(root, sets, "--cluster-with", str(root / "other_gen"))
+    args[6] = str(root / "spec_other")
+    assert main(args) == 0
+    record = json.loads((root / "spec_other" / "clusters.json").read_text())
+    assert record["clustered_with"] == [str(root / "other_gen" / "final.pt")]
+    assert record["clustered_with_sha256"] != record["generalist_sha256"]

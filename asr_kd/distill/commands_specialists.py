@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("exp_dir")
     p.add_argument("--config", help="YAML SpecialistConfig")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--cluster-with", action="append", metavar="DIR",
+                   help="cluster the predictions of this model/ensemble dir instead of the generalist's (repeatable)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_train)
 
@@ -45,7 +47,7 @@ def _train(args) -> None:
     cfg = load_config(SpecialistConfig, args.config, args.set)
     train = FrameData.load(args.feats, args.ali, device=args.device)
     dev = FrameData.load(args.dev_feats, args.dev_ali, device=args.device)
-    dirs = train_specialists(cfg, args.generalist, train, dev, args.exp_dir)
+    dirs = train_specialists(cfg, args.generalist, train, dev, args.exp_dir, cluster_with=args.cluster_with)
     print(json.dumps({"exp_dir": args.exp_dir, "specialists": [d.name for d in dirs]}))
 
 

@@ -93,20 +93,31 @@ def trained_identity(config: dict) -> dict:
     return {**kept, "train": {k: v for k, v in config["train"].items() if k != "device"}}
 
 
-def make_clusters(cfg: SpecialistConfig, generalist: Ensemble, train: FrameData, exp_dir: Path) -> dict:
-    """clusters.json: computed once from `cfg`, reused while what decides the specialists is unchanged."""
+def make_clusters(cfg: SpecialistConfig, generalist: Ensemble, train: FrameData, exp_dir: Path,
+                  predictor: Ensemble | None = None) -> dict:
+    """clusters.json: computed once from `cfg`, reused while what decides the specialists is unchanged.
+
+    `predictor`: whose predictions are clustered (e.g. the ensemble, arithmetic mean); default the generalist.
+    """
     t0 = time.time()
+    predictor = predictor or generalist
     sha = [sha256_file(s) for s in generalist.sources]
+    predictor_sha = sorted(sha256_file(s) for s in predictor.sources)
     path = exp_dir / "clusters.json"
     if path.is_file():
         record = read_json(path)
-        if trained_identity(record["config"]) != trained_identity(to_dict(cfg)) or record["generalist_sha256"] != sha:
-            raise AsrKdError(f"{path}: made with another config or generalist; use a new exp dir or delete it")
+        if (trained_identity(record["config"]) != trained_identity(to_dict(cfg)) or record["generalist_sha256"] != sha
+                or record.get("clustered_with_sha256", sha) != predictor_sha):
+            raise AsrKdError(f"{path}: made with another config, generalist or clustering model; use a new exp dir "
+                             "or delete it")
         return record
     labelled = train.labelled_frames().cpu().numpy()
     rng = np.random.default_rng(cfg.seed)
     sample = np.sort(rng.choice(labelled, size=min(cfg.cluster_frames, len(labelled)), replace=False))
-    probs = generalist.posteriors(train, torch.from_numpy(sample).to(train.device)).cpu().numpy()
+    if predictor.num_pdfs != generalist.num_pdfs:
+        raise AsrKdError(f"{[str(p) for p in predictor.sources]}: {predictor.num_pdfs} pdfs, the generalist "
+                         f"{generalist.num_pdfs}")
+    probs = predictor.posteriors(train, torch.from_numpy(sample).to(train.device)).cpu().numpy()
     clusters = cluster_pdfs(probs, cfg.num_clusters, cfg.seed, cfg.overlap, cfg.kmeans_iters)
     frames = np.bincount(train.labels[train.labels >= 0].cpu().numpy(), minlength=generalist.num_pdfs)
     cluster_frames = [int(frames[c].sum()) for c in clusters]
@@ -115,6 +126,7 @@ def make_clusters(cfg: SpecialistConfig, generalist: Ensemble, train: FrameData,
         raise AsrKdError(f"{train.name}: no cluster has <= {cfg.max_pdfs} pdfs and >= {cfg.min_frames} frames; "
                          "raise num_clusters or max_pdfs")
     record = {"config": to_dict(cfg), "generalist_sha256": sha, "num_pdfs": generalist.num_pdfs,
+              "clustered_with": [str(p) for p in predictor.sources], "clustered_with_sha256": predictor_sha,
               "covariance_frames": len(sample), "clusters": clusters, "cluster_train_frames": cluster_frames,
               "specialists": chosen,
               "within_cluster_errors": within_cluster_errors(probs, train.labels.cpu().numpy()[sample], clusters),
@@ -229,8 +241,12 @@ def train_one(cfg: SpecialistConfig, m: int, pdfs: list[int], generalist: tuple[
 
 
 def train_specialists(cfg: SpecialistConfig, generalist_dir: str | Path, train: FrameData, dev: FrameData,
-                      exp_dir: str | Path) -> list[Path]:
-    """Cluster, then train every chosen cluster's specialist into exp_dir/spec_<m> (finished ones are kept)."""
+                      exp_dir: str | Path, cluster_with: list[str | Path] | None = None) -> list[Path]:
+    """Cluster, then train every chosen cluster's specialist into exp_dir/spec_<m> (finished ones are kept).
+
+    `cluster_with`: model/ensemble dirs whose (arithmetic-mean) predictions are clustered instead of
+    the generalist's (the paper: "the generalist's or the ensemble's").
+    """
     exp_dir = Path(exp_dir)
     t0 = time.time()
     generalist = Ensemble.load(generalist_dir, train.device)
@@ -239,7 +255,8 @@ def train_specialists(cfg: SpecialistConfig, generalist_dir: str | Path, train: 
     if train.num_pdfs != generalist.num_pdfs:
         raise AsrKdError(f"{train.name}: {train.num_pdfs} pdfs in the alignment, {generalist.num_pdfs} in "
                          f"the generalist {generalist_dir}: made with another tree?")
-    record = make_clusters(cfg, generalist, train, exp_dir)
+    predictor = Ensemble.load(list(cluster_with), train.device) if cluster_with else None
+    record = make_clusters(cfg, generalist, train, exp_dir, predictor)
     dirs, seconds = [], {}
     for m in record["specialists"]:
         out = exp_dir / f"spec_{m:02d}"
