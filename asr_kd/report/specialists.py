@@ -1,6 +1,6 @@
 """The specialist table (paper §5, Table 4 shape) in the report, where `eval-specialists` wrote one.
 
-Looks for `<exp>/*/specialist_table.json` (the recipe's `exp/specialists/`) in each run and renders
+Looks for `<exp>/*/specialist_table.json` (run_specialists.sh: `exp/specialists_<setting>/`) in each run; renders
 it with the same function that wrote the command's own markdown, so the two never differ.
 """
 from __future__ import annotations
