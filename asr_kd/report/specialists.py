@@ -1,7 +1,7 @@
 """The specialist table (paper §5, Table 4 shape) in the report, where `eval-specialists` wrote one.
 
-Looks for `<exp>/*/specialist_table.json` (run_specialists.sh: `exp/specialists_<setting>/`) in each run; renders
-it with the same function that wrote the command's own markdown, so the two never differ.
+Looks for `<exp>/*/specialist_table.json` (run_specialists.sh: `exp/specialists_<setting>/`) in
+each run; renders it with the function that wrote the command's own markdown, so the two never differ.
 """
 from __future__ import annotations
 
