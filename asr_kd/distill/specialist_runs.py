@@ -391,7 +391,7 @@ def specialist_markdown(record: dict) -> str:
              f"{cfg['overlap']}, sizes {record['specialist_pdfs']} pdfs + dustbin; {record['covered_pdfs']} of "
              f"{record['num_pdfs']} pdfs covered), each trained from the generalist on <= {cfg['max_train_frames']} "
              f"frames for <= {train['max_epochs']} epochs (lr {train['lr']}); active where the generalist's top-"
-             f"{record['top_n']} pdf is in the cluster. Clustering {record.get('cluster_seconds') or 0:.0f} s, "
+             f"{record['top_n']} pdf is in the cluster. Clustering {_seconds(record.get('cluster_seconds'))}, "
              f"training {seconds:.0f} s in all, evaluation {record['eval_seconds']:.0f} s.\n"]
     for name, res in record["sets"].items():
         lines += [f"**{name}** ({res['frames_with_active_specialist']} of {res['overall']['frames']} frames have an "
@@ -406,6 +406,10 @@ def specialist_markdown(record: dict) -> str:
                          f"{_rel(r['relative_change'])} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value:.0f} s"
 
 
 def _pct(num: int, den: int) -> str:
