@@ -75,7 +75,9 @@ def kmeans(points: np.ndarray, k: int, seed: int, iters: int = 100) -> tuple[np.
         dist = sq_distances(points, centroids)
         new = dist.argmin(1)
         for c in np.setdiff1d(np.arange(k), new):  # empty cluster: take the worst-fitted point
-            far = int(dist[np.arange(len(points)), new].argmax())
+            fit = dist[np.arange(len(points)), new]
+            fit[np.bincount(new, minlength=k)[new] < 2] = -1.0  # never empty another cluster
+            far = int(fit.argmax())
             new[far] = c
             dist[far] = 0.0
         if np.array_equal(new, assign):
