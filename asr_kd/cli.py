@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "asr_kd.decode.commands",
     "asr_kd.nnet.commands",
     "asr_kd.distill.commands",
+    "asr_kd.distill.commands_specialists",
     "asr_kd.report.commands",
 ]
 

@@ -46,6 +46,7 @@ from pathlib import Path
 from asr_kd.errors import AsrKdError
 from asr_kd.io import read_json
 from asr_kd.report.findings import Findings, describe, find
+from asr_kd.report.specialists import specialist_section, specialist_tables
 
 log = logging.getLogger(__name__)
 
@@ -487,8 +488,14 @@ def timing_section(rep: Report) -> str:
     return "## Step durations (s, from exp/.done markers)\n\n" + "".join(lines) if lines else ""
 
 
+def specialists_section(rep: Report) -> str:
+    table = specialist_section([r.exp_dir for r in rep.runs])
+    return ("## Specialist models (paper §5; frame accuracy by # specialists covering the correct pdf)\n\n"
+            + table) if table else ""
+
+
 SECTIONS = [intro_section, headline_section, significance_section, systems_section, sweep_section,
-            regularizer_section, references_section, plots_section, timing_section]
+            regularizer_section, specialists_section, references_section, plots_section, timing_section]
 
 
 # ------------------------------------------------------------------ the report
@@ -526,6 +533,7 @@ def results_json(rep: Report) -> dict:
     return {
         "exp_dirs": [str(r.exp_dir) for r in runs],
         "corpus": rep.corpus,
+        "specialists": {str(f): record for f, record in specialist_tables([r.exp_dir for r in runs])},
         "summary": [{k: ({"mean": v[0], "std": v[1]} if isinstance(v, tuple) else v) for k, v in r.items()}
                     for r in rep.rows],
         "headline": {"student": f.chosen, "chosen_by": f.chosen_by, "seed_spread": f.spread,
