@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from asr_kd.align.graphs import load_lang, word_ids
-from asr_kd.data.store import RaggedStore, write_store
+from asr_kd.data.store import RaggedStore, expect_kind, write_store
 from asr_kd.errors import AsrKdError
 from asr_kd.io import make_temp_dir, read_json, replace_dir, sha256_file
 from asr_kd.kaldi import gmm
@@ -285,8 +285,8 @@ def labels_from_tids(tids: np.ndarray, table: gmm.TransitionTable) -> dict[str, 
 def format_stats(ali_dir: str | Path) -> str:
     """Printable summary of `stats.json` + priors for `asr-kd ali-stats`."""
     ali_dir = Path(ali_dir)
+    meta = expect_kind(RaggedStore(ali_dir), "alignment", "an alignment dir").meta
     stats = read_json(ali_dir / "stats.json")
-    meta = RaggedStore(ali_dir).meta
     priors = np.load(ali_dir / "priors.npy")
     durs = " ".join(f"{p}:{d}" for p, d in stats["phone_mean_frames"].items())
     return (f"{ali_dir}: {stats['num_aligned']} utterances aligned, {stats['num_failed']} failed, "

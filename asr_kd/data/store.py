@@ -36,11 +36,12 @@ class RaggedStore:
         if not meta_file.is_file():
             raise AsrKdError(f"{self.path}: not a store (no meta.json); was the stage that writes it run?")
         self.meta = read_json(meta_file)
-        self.keys = (self.path / "keys.txt").read_text(encoding="utf-8").split()
-        self.offsets = np.load(self.path / "offsets.npy")
-        dtype, shape = np.dtype(self.meta["dtype"]), (self.meta["num_rows"], *self.meta["row_shape"])
+        self.keys, self.offsets = read_index(self.path)
+        dtype, shape = meta_layout(self.path, self.meta)
         if len(self.offsets) != len(self.keys) + 1 or int(self.offsets[-1]) != shape[0]:
-            raise AsrKdError(f"{self.path}: offsets.npy does not match keys.txt / meta.json (corrupt store)")
+            raise AsrKdError(f"{self.path}: offsets.npy does not match keys.txt / meta.json (corrupt store; "
+                             f"re-run the step that wrote it)")
+        check_data_size(self.path / "data.bin", dtype, shape)
         if shape[0] == 0:
             self.data = np.zeros(shape, dtype)
         elif mmap:
@@ -111,6 +112,61 @@ class RaggedStore:
         with open(self.path / "data.bin", "rb", buffering=0) as f:
             for i, k in enumerate(self.keys):
                 yield k, self._pread_rows(f.fileno(), int(self.offsets[i]), int(self.offsets[i + 1]))
+
+
+def read_index(path: Path) -> tuple[list[str], np.ndarray]:
+    """keys.txt and offsets.npy of a store; unreadable ones raise AsrKdError naming the file."""
+    try:
+        keys = (path / "keys.txt").read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        raise AsrKdError(f"{path}/keys.txt: file not found (incomplete store; re-run the step that wrote it)") from None
+    except UnicodeDecodeError as e:
+        raise AsrKdError(f"{path}/keys.txt: not UTF-8 ({e.reason} at byte {e.start}); corrupt store") from None
+    try:
+        offsets = np.load(path / "offsets.npy")
+    except FileNotFoundError:
+        raise AsrKdError(f"{path}/offsets.npy: file not found (incomplete store; re-run the step that wrote it)") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise AsrKdError(f"{path}/offsets.npy: unreadable ({e}); corrupt store, re-run the step that wrote it") from None
+    return keys, offsets
+
+
+def meta_layout(path: Path, meta: dict) -> tuple[np.dtype, tuple[int, ...]]:
+    """(dtype, full shape) that meta.json declares; a meta.json without them is not a store's."""
+    try:
+        return np.dtype(meta["dtype"]), (int(meta["num_rows"]), *map(int, meta["row_shape"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise AsrKdError(f"{path}/meta.json: not a store's meta (bad or missing {e}); re-run the step that wrote it") from None
+
+
+def check_data_size(data_file: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """data.bin must hold exactly the rows meta.json declares: a truncated copy or a full disk during
+    a copy otherwise surfaces as numpy's 'mmap length is greater than file size'."""
+    expected = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    try:
+        actual = data_file.stat().st_size
+    except FileNotFoundError:
+        if expected == 0:
+            return
+        raise AsrKdError(f"{data_file}: file not found (incomplete store; re-run the step that wrote it)") from None
+    if actual != expected:
+        raise AsrKdError(f"{data_file}: {actual} bytes, meta.json declares {shape[0]} rows = {expected} bytes "
+                         f"({'truncated' if actual < expected else 'longer than declared'}; re-run the step that wrote it)")
+
+
+def expect_kind(store: RaggedStore, kind: str, role: str) -> RaggedStore:
+    """Refuse a store of another kind given as `role` (e.g. features and alignments swapped).
+
+    A feature store's meta says kind "features" (and has dim); an alignment store's has num_pdfs
+    and one int label per row."""
+    meta = store.meta
+    is_features = meta.get("kind") == "features" or "dim" in meta
+    is_alignment = "num_pdfs" in meta and meta.get("row_shape") == [] and not is_features
+    found = "a feature store" if is_features else "an alignment store" if is_alignment else \
+        f"a {meta.get('kind', 'non-feature, non-alignment')} store"
+    if (kind == "features" and not is_features) or (kind == "alignment" and not is_alignment):
+        raise AsrKdError(f"{store.path}: given as {role} but it is {found} (arguments in the wrong order?)")
+    return store
 
 
 class RaggedStoreWriter:

@@ -196,10 +196,18 @@ def _partial_dir(path: Path, plan: dict) -> Path:
     """The resumable work dir `.<name>.partial/` next to `path`; one made for another plan is discarded."""
     partial = path.parent / f".{path.name}.partial"
     plan_file = partial / "plan.json"
-    if partial.exists() and (not plan_file.is_file() or read_json(plan_file) != plan):
+    if partial.exists() and (not plan_file.is_file() or _read_plan(plan_file) != plan):
         log.warning("%s: left by a run with other inputs or settings; starting afresh", partial)
         shutil.rmtree(partial)
     return partial
+
+
+def _read_plan(plan_file: Path) -> dict | None:
+    """The plan a work dir was made for; None when a kill left it unreadable (the dir is then redone)."""
+    try:
+        return read_json(plan_file)
+    except AsrKdError:
+        return None
 
 
 def _allocate(partial: Path, plan: dict, num_pdfs: int, top_k: int | None) -> None:

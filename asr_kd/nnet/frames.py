@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr_kd.data.store import RaggedStore
+from asr_kd.data.store import RaggedStore, expect_kind
 from asr_kd.errors import AsrKdError
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class FrameData:
         alignment can fail for a few utterances, which should not stop training. To respect a
         memory budget, use `stream.open_frames`, which calls this for sets that fit.
         """
-        feats = RaggedStore(feats_path)
+        feats = expect_kind(RaggedStore(feats_path), "features", "features")
         check_finite(feats)
         ali, num_pdfs, priors = open_alignment(ali_path)
         labels = labels_for(feats, ali, num_pdfs) if ali is not None else None
@@ -221,7 +221,7 @@ def open_alignment(ali_path: str | Path | None) -> tuple[RaggedStore | None, int
     """(store, num_pdfs, priors) of an alignment dir; all None without one."""
     if ali_path is None:
         return None, None, None
-    ali = RaggedStore(ali_path)
+    ali = expect_kind(RaggedStore(ali_path), "alignment", "alignment")
     prior_file = Path(ali_path) / "priors.npy"
     return ali, int(ali.meta.get("num_pdfs", 0)) or None, np.load(prior_file) if prior_file.is_file() else None
 
