@@ -163,7 +163,9 @@ def count_params(final_pt: Path) -> int:
     """Number of trainable weights in a final.pt (state dict tensors, buffers of norms excluded)."""
     import torch
 
-    blob = torch.load(final_pt, map_location="cpu", weights_only=False)
+    from asr_kd.nnet.models import load_torch
+
+    blob = load_torch(final_pt, "model", map_location="cpu", weights_only=False)
     state = blob.get("state_dict", blob)
     return int(sum(v.numel() for k, v in state.items()
                    if torch.is_tensor(v) and not k.endswith(("running_mean", "running_var", "num_batches_tracked",
