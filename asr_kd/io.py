@@ -109,6 +109,29 @@ def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """(line number, text) of a UTF-8 text file; a missing file, a directory or a line that is not
+    UTF-8 raises AsrKdError naming the file and line (Python's own error names neither)."""
+    path = Path(path)
+    if path.is_dir():
+        raise AsrKdError(f"{path}: is a directory, expected a text file")
+    if not path.is_file():
+        raise AsrKdError(f"{path}: file not found")
+    lines = path.read_bytes().split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the final newline ends the last line, as in str.splitlines
+    return [(number, decode_line(raw, path, number).rstrip("\r")) for number, raw in enumerate(lines, 1)]
+
+
+def decode_line(raw: bytes, path: Path, number: int) -> str:
+    """One line's bytes as UTF-8 text, or AsrKdError naming the file, line and byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise AsrKdError(f"{path}:{number}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                         f"convert the file, e.g. iconv -f latin1 -t utf-8") from None
+
+
 def read_json(path: str | os.PathLike) -> dict:
     """A JSON file; a missing, truncated, corrupt or non-UTF-8 one raises AsrKdError naming it."""
     try:

@@ -21,6 +21,7 @@ import numpy as np
 
 from asr_kd.align.graphs import load_lang, word_ids
 from asr_kd.data.store import RaggedStore, expect_kind, write_store
+from asr_kd.config import require
 from asr_kd.errors import AsrKdError
 from asr_kd.io import make_temp_dir, read_json, replace_dir, sha256_file
 from asr_kd.kaldi import gmm
@@ -40,6 +41,10 @@ class AlignConfig:
     self_loop_scale: float = 0.1
     transition_scale: float = 1.0
     shard_size: int = 100          # utterances per parallel job (Kaldi's split_data.sh, by count)
+
+    def __post_init__(self):
+        require(min(self.beam, self.retry_beam, self.fail_beam, self.acoustic_scale) > 0 and self.shard_size >= 1,
+                "align: beams and acoustic_scale must be > 0 and shard_size >= 1")
 
 
 class UttText(NamedTuple):

@@ -21,6 +21,7 @@ from asr_kd.align.em import Run, already_trained, resume, run_passes, save_align
 from asr_kd.align.gmm_update import UpdateOptions
 from asr_kd.align.graphs import Lang, load_lang, read_int_sets
 from asr_kd.data.store import RaggedStore
+from asr_kd.config import require
 from asr_kd.errors import AsrKdError
 from asr_kd.expdir import ExpDir
 from asr_kd.kaldi import gmm
@@ -41,6 +42,14 @@ class TriConfig:
     num_utts: int = 5000              # train on N utterances spread over the set (Kaldi's train_5k); <= 0: all
     seed: int = 0                     # seeds Gaussian splitting (mixing up)
     align: AlignConfig = field(default_factory=AlignConfig)
+
+    def __post_init__(self):
+        require(self.num_leaves >= 1 and self.tot_gauss >= self.num_leaves,
+                f"need num_leaves >= 1 and tot_gauss >= num_leaves (one Gaussian per leaf at least); "
+                f"got {self.num_leaves}, {self.tot_gauss}")
+        require(self.num_iters >= 1 and self.max_iter_inc >= 0 and self.min_leaf_count > 0,
+                f"need num_iters >= 1, max_iter_inc >= 0, min_leaf_count > 0; got {self.num_iters}, "
+                f"{self.max_iter_inc}, {self.min_leaf_count}")
 
 
 def train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: str | Path, ali_dir: str | Path,

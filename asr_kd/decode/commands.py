@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("ref_text")
     p.add_argument("hyp_text")
     p.add_argument("out_dir")
+    p.add_argument("--mode", choices=["strict", "present", "all"], default="strict",
+                   help="Kaldi compute-wer's: strict refuses a hypothesis file missing utterances, present scores "
+                        "only those present, all counts a missing one as all deletions (default: strict)")
     p.set_defaults(func=_score)
 
 
@@ -121,6 +124,13 @@ def _score(args) -> None:
     from asr_kd.decode.scoring import read_text_table, wer, write_wer_dir
 
     refs, hyps = read_text_table(args.ref_text), read_text_table(args.hyp_text)
+    missing = sorted(set(refs) - set(hyps))
+    if missing and args.mode == "strict":
+        raise AsrKdError(f"{args.hyp_text}: no hypothesis for {len(missing)} of {len(refs)} reference utterances "
+                         f"(e.g. '{missing[0]}'); use --mode present to score only those present, or --mode all to "
+                         f"count them as deleted (Kaldi compute-wer's modes)")
+    if args.mode == "present":
+        refs = {u: words for u, words in refs.items() if u in hyps}
     result = wer(refs, hyps)
     write_wer_dir(args.out_dir, result, refs, hyps)
     print(result)

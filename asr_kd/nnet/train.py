@@ -55,7 +55,7 @@ from tqdm import tqdm
 from asr_kd.config import require, to_dict
 from asr_kd.errors import AsrKdError
 from asr_kd.expdir import ExpDir
-from asr_kd.io import atomic_path, write_text
+from asr_kd.io import write_text
 from asr_kd.nnet.devices import SINGLE, Ranks, resolve_device, training_device  # noqa: F401 (re-export)
 from asr_kd.nnet.frames import FrameBatch, FrameData, make_generator, shuffled
 from asr_kd.nnet.models import ModelConfig, ModelSpec, init_model, load_model, load_torch, save_final, save_torch  # noqa: F401

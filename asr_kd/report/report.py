@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asr_kd.errors import AsrKdError
-from asr_kd.io import read_json
+from asr_kd.io import read_json, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def count_params(final_pt: Path) -> int:
 
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in read_lines(path):
         if line.strip():
             try:
                 rows.append(json.loads(line))
