@@ -128,8 +128,7 @@ def decode_line(raw: bytes, path: Path, number: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise AsrKdError(f"{path}:{number}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
-                         f"convert the file, e.g. iconv -f latin1 -t utf-8") from None
+        raise AsrKdError(f"{path}:{number}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
 
 
 def read_json(path: str | os.PathLike) -> dict:

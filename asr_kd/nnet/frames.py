@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr_kd.data.store import RaggedStore, expect_kind
+from asr_kd.data.store import RaggedStore, check_finite, expect_kind
 from asr_kd.errors import AsrKdError
 
 log = logging.getLogger(__name__)
@@ -202,19 +202,6 @@ def make_generator(seed: int, device: torch.device) -> torch.Generator:
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     return gen
-
-
-def check_finite(feats: RaggedStore) -> None:
-    """Refuse NaN/inf features, naming the first bad utterance (they would poison training silently)."""
-    chunk = 1 << 18  # rows per block: ~40 MB of float32 at 40 dims, whatever the set size
-    for start in range(0, feats.data.shape[0], chunk):
-        block = feats.read_rows(start, min(start + chunk, feats.data.shape[0])).astype(np.float32)
-        bad_rows = np.nonzero(~np.isfinite(block).all(axis=1))[0]
-        if len(bad_rows):
-            row = start + int(bad_rows[0])
-            u = int(np.searchsorted(feats.offsets, row, side="right")) - 1
-            raise AsrKdError(f"{feats.path}: utterance {feats.keys[u]!r} has NaN/inf features "
-                             f"(frame {row - int(feats.offsets[u])})")
 
 
 def open_alignment(ali_path: str | Path | None) -> tuple[RaggedStore | None, int | None, np.ndarray | None]:
