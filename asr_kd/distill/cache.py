@@ -73,6 +73,8 @@ def cache_bytes(num_frames: int, num_pdfs: int, top_k: int | None) -> int:
 def choose_top_k(num_frames: int, num_pdfs: int, top_k: int | None, budget_bytes: float) -> int | None:
     """The k to cache: `top_k` when given (0 = full), else full fp16 if it fits the budget, else DEFAULT_TOP_K."""
     if top_k is not None:
+        if not 0 <= top_k <= num_pdfs:
+            raise AsrKdError(f"--top-k {top_k}: must be in 0..{num_pdfs} (the teacher has {num_pdfs} pdfs; 0 = all)")
         return top_k or None
     full = cache_bytes(num_frames, num_pdfs, None)
     if full <= budget_bytes:
