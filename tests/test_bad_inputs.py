@@ -710,7 +710,7 @@ def ali_without_num_pdfs(tmp, w, capsys):
     from asr_kd.data.store import RaggedStore, write_store
     src = RaggedStore(w.train[1])
     write_store(tmp / "ali", [(k, np.array(src[k])) for k in src], meta={"source": "x"}, dtype="int32")
-    expect_error(capsys, ["eval-frames", w.model, w.train[0], tmp / "ali"], f"{tmp / 'ali'}", "given as alignment")
+    expect_error(capsys, ["eval-frames", w.model, w.train[0], tmp / "ali"], f"{tmp / 'ali'}", "no num_pdfs")
 
 
 @case

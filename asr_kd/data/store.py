@@ -155,16 +155,18 @@ def check_data_size(data_file: Path, dtype: np.dtype, shape: tuple[int, ...]) ->
 
 
 def expect_kind(store: RaggedStore, kind: str, role: str) -> RaggedStore:
-    """Refuse a store of another kind given as `role` (e.g. features and alignments swapped).
-
-    A feature store's meta says kind "features" (and has dim); an alignment store's has num_pdfs
-    and one int label per row."""
+    """Refuse a store that is positively of another kind than `kind` (e.g. features and alignments
+    swapped): a feature store's meta says kind "features" or has dim; an alignment store has
+    num_pdfs and one label per row (row_shape []); log-likelihood stores and caches say their kind.
+    Stores that say nothing (hand-made ones) pass: their consumers check shapes anyway."""
     meta = store.meta
     is_features = meta.get("kind") == "features" or "dim" in meta
     is_alignment = "num_pdfs" in meta and meta.get("row_shape") == [] and not is_features
+    other_kind = meta.get("kind") not in (None, "features")
     found = "a feature store" if is_features else "an alignment store" if is_alignment else \
-        f"a {meta.get('kind', 'non-feature, non-alignment')} store"
-    if (kind == "features" and not is_features) or (kind == "alignment" and not is_alignment):
+        f"a {meta.get('kind', 'multi-column')} store"
+    wrong = (is_alignment or other_kind) if kind == "features" else (is_features or meta.get("row_shape") != [])
+    if wrong:
         raise AsrKdError(f"{store.path}: given as {role} but it is {found} (arguments in the wrong order?)")
     return store
 

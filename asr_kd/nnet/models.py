@@ -227,7 +227,7 @@ def load_torch(file: str | Path, what: str, **kwargs) -> dict:
     except FileNotFoundError:
         raise AsrKdError(f"{file}: {what} file not found") from None
     except Exception as e:  # noqa: BLE001 (zip, pickle, EOF and unpickling errors all mean the same here)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
         raise AsrKdError(f"{file}: corrupt or truncated {what} file ({first}); re-run the step that wrote it") from None
     if not isinstance(blob, dict):
         raise AsrKdError(f"{file}: not a {what} file of this project (holds a {type(blob).__name__})")

@@ -399,7 +399,7 @@ def check_not_diverged(train_stats: dict, num_pdfs: int | None, epoch: int, lr: 
         worst = max(values) if isinstance(values, list) else values
         if not worst <= bound:
             raise AsrKdError(f"training diverged at epoch {epoch}: {name} {worst:.4g} > {bound:.3g} "
-                             f"(10 x ln({num_pdfs}) pdfs, ten times the CE of uniform guessing); lower the learning "
+                             f"(10 x ln({num_pdfs} pdfs): ten times the CE of guessing uniformly); lower the learning "
                              f"rate (lr is {lr:g}: e.g. --set lr={lr / 10:g}, or student.lr for distill) and keep "
                              f"grad_clip > 0")
 
