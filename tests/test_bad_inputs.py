@@ -714,6 +714,14 @@ def ali_without_num_pdfs(tmp, w, capsys):
 
 
 @case
+def priors_corrupt(tmp, w, capsys):
+    ali = copy(w.train[1], tmp / "ali")
+    (ali / "priors.npy").write_bytes(b"\x93NUMPY garbage")
+    expect_error(capsys, ["compute-loglikes", w.model, w.dev[0], ali, tmp / "ll"], f"{ali}/priors.npy", "unreadable")
+    assert not (tmp / "ll").exists()
+
+
+@case
 def eval_frames_with_swapped_stores(tmp, w, capsys):
     expect_error(capsys, ["eval-frames", w.model, w.train[1], w.train[0]], f"{w.train[1]}", "alignment store")
 

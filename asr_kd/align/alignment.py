@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from asr_kd.align.graphs import load_lang, word_ids
-from asr_kd.data.store import RaggedStore, expect_kind, write_store
+from asr_kd.data.store import RaggedStore, expect_kind, load_array, write_store
 from asr_kd.config import require
 from asr_kd.errors import AsrKdError
 from asr_kd.io import make_temp_dir, read_json, replace_dir, sha256_file
@@ -292,7 +292,7 @@ def format_stats(ali_dir: str | Path) -> str:
     ali_dir = Path(ali_dir)
     meta = expect_kind(RaggedStore(ali_dir), "alignment", "an alignment dir").meta
     stats = read_json(ali_dir / "stats.json")
-    priors = np.load(ali_dir / "priors.npy")
+    priors = load_array(ali_dir / "priors.npy")
     durs = " ".join(f"{p}:{d}" for p, d in stats["phone_mean_frames"].items())
     return (f"{ali_dir}: {stats['num_aligned']} utterances aligned, {stats['num_failed']} failed, "
             f"{stats['num_frames']} frames\n"

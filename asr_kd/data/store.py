@@ -122,13 +122,17 @@ def read_index(path: Path) -> tuple[list[str], np.ndarray]:
         raise AsrKdError(f"{path}/keys.txt: file not found (incomplete store; re-run the step that wrote it)") from None
     except UnicodeDecodeError as e:
         raise AsrKdError(f"{path}/keys.txt: not UTF-8 ({e.reason} at byte {e.start}); corrupt store") from None
+    return keys, load_array(path / "offsets.npy")
+
+
+def load_array(path: Path) -> np.ndarray:
+    """np.load of a .npy file (offsets, priors), a missing or corrupt one named in one line."""
     try:
-        offsets = np.load(path / "offsets.npy")
+        return np.load(path)
     except FileNotFoundError:
-        raise AsrKdError(f"{path}/offsets.npy: file not found (incomplete store; re-run the step that wrote it)") from None
+        raise AsrKdError(f"{path}: file not found (incomplete output; re-run the step that wrote it)") from None
     except (ValueError, OSError, EOFError) as e:
-        raise AsrKdError(f"{path}/offsets.npy: unreadable ({e}); corrupt store, re-run the step that wrote it") from None
-    return keys, offsets
+        raise AsrKdError(f"{path}: unreadable ({e}); corrupt file, re-run the step that wrote it") from None
 
 
 def meta_layout(path: Path, meta: dict) -> tuple[np.dtype, tuple[int, ...]]:

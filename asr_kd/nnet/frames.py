@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr_kd.data.store import RaggedStore, check_finite, expect_kind
+from asr_kd.data.store import RaggedStore, check_finite, expect_kind, load_array
 from asr_kd.errors import AsrKdError
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ def open_alignment(ali_path: str | Path | None) -> tuple[RaggedStore | None, int
         return None, None, None
     ali = expect_kind(RaggedStore(ali_path), "alignment", "alignment")
     prior_file = Path(ali_path) / "priors.npy"
-    return ali, int(ali.meta.get("num_pdfs", 0)) or None, np.load(prior_file) if prior_file.is_file() else None
+    return ali, int(ali.meta.get("num_pdfs", 0)) or None, load_array(prior_file) if prior_file.is_file() else None
 
 
 def labels_for(feats: RaggedStore, ali: RaggedStore, num_pdfs: int | None) -> np.ndarray:
