@@ -15,6 +15,7 @@ the message with the file and section.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 import types
@@ -159,3 +160,14 @@ def require(condition: bool, message: str) -> None:
 def save_config(cfg, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically: the record of exactly what a run did."""
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse then names the option in its error line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value

@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 
+from asr_kd.config import positive_int
 from asr_kd.parallel import add_job_args, jobs_from_args
 
 log = logging.getLogger(__name__)
@@ -91,15 +92,7 @@ def _train_mono(args) -> None:
 
 def int_or_auto(text: str) -> int | str:
     """argparse type: a positive integer or 'auto'."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (or 'auto'), got {value}")
-    return value
+    return text if text == "auto" else positive_int(text)
 
 
 def _auto_sizes(args, feats) -> None:

@@ -6,6 +6,7 @@ import argparse
 from asr_kd.data.audio import write_utt2dur
 from asr_kd.data.datadir import fix_datadir, split_by_speaker, subset_datadir, validate_datadir
 from asr_kd.data.perturb import KALDI_FACTORS, perturb_speed
+from asr_kd.config import positive_int
 from asr_kd.io import read_lines
 
 
@@ -47,17 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compute-utt2dur", help="write utt2dur from the audio headers")
     p.add_argument("dir")
     p.set_defaults(func=run_utt2dur)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (argparse then names the option in its error line)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def read_ids(path: str) -> list[str]:
