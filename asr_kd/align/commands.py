@@ -129,7 +129,8 @@ def _align(args) -> None:
 
     cfg = load_config(AlignConfig, args.config, args.set)
     start = time.time()
-    align_data(_feats(args.feats), _texts(args.data_dir), args.lang_dir, args.model_dir, args.out_dir, cfg, jobs_from_args(args))
+    align_data(_feats(args.feats), _texts(args.data_dir), args.lang_dir, args.model_dir, args.out_dir, cfg,
+               jobs_from_args(args))
     print(f"align: {time.time() - start:.1f} s")
     print(format_stats(args.out_dir), end="")
 

@@ -117,8 +117,8 @@ def pick_channel(samples: np.ndarray, label: str, channel: int | None) -> np.nda
     channels = samples.shape[1]
     if channel is None:
         if channels != 1:
-            raise AsrKdError(f"{label}: audio has {channels} channels; choose one with `channel: 0` (0..{channels - 1}) "
-                             f"in the compute-features config (or --set channel=0)")
+            raise AsrKdError(f"{label}: audio has {channels} channels; choose one with `channel: 0` "
+                             f"(0..{channels - 1}) in the compute-features config (or --set channel=0)")
         return samples[:, 0]
     if not 0 <= channel < channels:
         raise AsrKdError(f"{label}: channel {channel} asked for, audio has {channels}")

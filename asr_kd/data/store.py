@@ -140,7 +140,8 @@ def meta_layout(path: Path, meta: dict) -> tuple[np.dtype, tuple[int, ...]]:
     try:
         return np.dtype(meta["dtype"]), (int(meta["num_rows"]), *map(int, meta["row_shape"]))
     except (KeyError, TypeError, ValueError) as e:
-        raise AsrKdError(f"{path}/meta.json: not a store's meta (bad or missing {e}); re-run the step that wrote it") from None
+        raise AsrKdError(f"{path}/meta.json: not a store's meta (bad or missing {e}); "
+                         "re-run the step that wrote it") from None
 
 
 def check_data_size(data_file: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:

@@ -58,7 +58,8 @@ from asr_kd.expdir import ExpDir
 from asr_kd.io import write_text
 from asr_kd.nnet.devices import SINGLE, Ranks, resolve_device, training_device  # noqa: F401 (re-export)
 from asr_kd.nnet.frames import FrameBatch, FrameData, make_generator, shuffled
-from asr_kd.nnet.models import ModelConfig, ModelSpec, init_model, load_model, load_torch, save_final, save_torch  # noqa: F401
+from asr_kd.nnet.models import (ModelConfig, ModelSpec, init_model, load_model, load_torch,  # noqa: F401 (re-export)
+                                save_final, save_torch)
 from asr_kd.nnet.stream import DataConfig, StreamedFrames, chunk_seed, labelled_ranges
 
 Frames = FrameData | StreamedFrames
