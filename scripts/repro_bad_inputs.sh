@@ -33,7 +33,7 @@ show_all() {  # show_all TITLE PATTERN CMD...: like show, every output line matc
   out=$("$@" 2>&1); rc=$?
   echo "## $title"
   echo "\$ ${*//$work\//}"
-  grep -E "$pattern" <<<"$out" | sed "s|$work/||g; s/^.*asr_kd\.[a-z_.]*: /WARNING: /"
+  grep -E "$pattern" <<<"$out" | sed -E "s|$work/||g; s/^[0-9-]+ [0-9:,]+ ([A-Z]+) asr_kd\.[a-z_.]+: /\1: /"
   echo "(exit $rc)"
   echo
 }
