@@ -29,7 +29,7 @@ import soundfile as sf
 from asr_kd.cli import main
 from asr_kd.config import load_config
 from asr_kd.errors import AsrKdError
-from tests.nnet_synth import make_sets
+from nnet_synth import make_sets
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = 16000
