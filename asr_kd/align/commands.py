@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from asr_kd.config import to_dict
+from asr_kd.config import positive_int, to_dict
 from asr_kd.expdir import write_system
 from asr_kd.parallel import add_job_args, jobs_from_args
 
@@ -25,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("ali_dir", help="alignment store of the previous model (with final.mdl and tree)")
     p.add_argument("out_dir")
-    p.add_argument("--num-leaves", type=int, help="number of tied states (tree leaves)")
-    p.add_argument("--tot-gauss", type=int, help="total number of Gaussians")
+    p.add_argument("--num-leaves", type=int_or_auto, help="number of tied states (tree leaves); auto: from the hours "
+                   "of training audio by Kaldi's recipes' sizes (align/tri.py KALDI_GMM_SIZES)")
+    p.add_argument("--tot-gauss", type=int_or_auto, help="total number of Gaussians; auto: as --num-leaves")
     p.add_argument("--num-utts", type=int,
                    help="train on N utterances spread over the set (default 5000, Kaldi's train_5k; 0 = all)")
     p.set_defaults(func=_train_tri)
@@ -71,25 +72,55 @@ def _texts(data_dir: str) -> dict[str, str]:
     return read_table(Path(data_dir) / "text")
 
 
+def _feats(path: str):
+    """The feature store at `path`, refused (naming it) if it is another kind of store or holds NaN/inf."""
+    from asr_kd.data.store import RaggedStore, check_finite, expect_kind
+
+    store = expect_kind(RaggedStore(path), "features", "features")
+    check_finite(store)
+    return store
+
+
 def _train_mono(args) -> None:
     from asr_kd.align.mono import MonoConfig, train_mono
     from asr_kd.config import load_config
 
     cfg = load_config(MonoConfig, args.config, _overrides(args, num_utts=args.num_utts))
     start = time.time()
-    out = train_mono(args.feats, _texts(args.data_dir), args.lang_dir, args.out_dir, cfg, jobs_from_args(args))
+    out = train_mono(_feats(args.feats), _texts(args.data_dir), args.lang_dir, args.out_dir, cfg, jobs_from_args(args))
     write_system(out, "gmm", stage="mono", config=to_dict(cfg))
     print(f"train-mono: {out}/final.mdl in {time.time() - start:.1f} s")
+
+
+def int_or_auto(text: str) -> int | str:
+    """argparse type: a positive integer or 'auto'."""
+    return text if text == "auto" else positive_int(text)
+
+
+def _auto_sizes(args, feats) -> None:
+    """Replace 'auto' --num-leaves/--tot-gauss by Kaldi's sizes for the hours of audio in `feats`."""
+    from asr_kd.align.tri import gmm_sizes
+
+    if "auto" not in (args.num_leaves, args.tot_gauss):
+        return
+    hours = int(feats.meta["num_rows"]) * float(feats.meta.get("frame_shift_ms", 10.0)) / 3.6e6
+    leaves, gauss = gmm_sizes(hours)
+    args.num_leaves = leaves if args.num_leaves == "auto" else args.num_leaves
+    args.tot_gauss = max(gauss, args.num_leaves) if args.tot_gauss == "auto" else args.tot_gauss
+    print(f"train-tri: {hours:.2f} h of training audio -> --num-leaves {args.num_leaves} --tot-gauss {args.tot_gauss} "
+          f"(Kaldi's recipe sizes per hours of data)")
 
 
 def _train_tri(args) -> None:
     from asr_kd.align.tri import TriConfig, train_tri
     from asr_kd.config import load_config
 
+    feats = _feats(args.feats)
+    _auto_sizes(args, feats)
     overrides = _overrides(args, num_leaves=args.num_leaves, tot_gauss=args.tot_gauss, num_utts=args.num_utts)
     cfg = load_config(TriConfig, args.config, overrides)
     start = time.time()
-    out = train_tri(args.feats, _texts(args.data_dir), args.lang_dir, args.ali_dir, args.out_dir, cfg,
+    out = train_tri(feats, _texts(args.data_dir), args.lang_dir, args.ali_dir, args.out_dir, cfg,
                     jobs_from_args(args))
     write_system(out, "gmm", stage="tri", config=to_dict(cfg))
     print(f"train-tri: {out}/final.mdl in {time.time() - start:.1f} s")
@@ -101,7 +132,8 @@ def _align(args) -> None:
 
     cfg = load_config(AlignConfig, args.config, args.set)
     start = time.time()
-    align_data(args.feats, _texts(args.data_dir), args.lang_dir, args.model_dir, args.out_dir, cfg, jobs_from_args(args))
+    align_data(_feats(args.feats), _texts(args.data_dir), args.lang_dir, args.model_dir, args.out_dir, cfg,
+               jobs_from_args(args))
     print(f"align: {time.time() - start:.1f} s")
     print(format_stats(args.out_dir), end="")
 

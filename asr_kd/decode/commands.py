@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("hyp_text")
     p.add_argument("out_dir")
     p.add_argument("--score-map", help="token map applied to both texts before scoring (see decode --score-map)")
+    p.add_argument("--mode", choices=["strict", "present", "all"], default="strict",
+                   help="Kaldi compute-wer's: strict refuses a hypothesis file missing utterances, present scores "
+                        "only those present, all counts a missing one as all deletions (default: strict)")
     p.set_defaults(func=_score)
 
 
@@ -121,7 +124,15 @@ def _floats(text: str | None) -> list[float]:
 def _score(args) -> None:
     from asr_kd.decode.scoring import read_text_table
 
-    print(score_texts(read_text_table(args.ref_text), read_text_table(args.hyp_text), args.out_dir, args.score_map))
+    refs, hyps = read_text_table(args.ref_text), read_text_table(args.hyp_text)
+    missing = sorted(set(refs) - set(hyps))
+    if missing and args.mode == "strict":
+        raise AsrKdError(f"{args.hyp_text}: no hypothesis for {len(missing)} of {len(refs)} reference utterances "
+                         f"(e.g. '{missing[0]}'); use --mode present to score only those present, or --mode all to "
+                         f"count them as deleted (Kaldi compute-wer's modes)")
+    if args.mode == "present":
+        refs = {u: words for u, words in refs.items() if u in hyps}
+    print(score_texts(refs, hyps, args.out_dir, args.score_map))
 
 
 def score_texts(refs: dict, hyps: dict, out_dir: str, score_map: str | None = None, extra: dict | None = None):

@@ -12,7 +12,7 @@ from pathlib import Path
 import jiwer
 
 from asr_kd.errors import AsrKdError
-from asr_kd.io import write_json, write_text
+from asr_kd.io import read_lines, write_json, write_text
 
 OP_CODES = {"equal": "C", "substitute": "S", "delete": "D", "insert": "I"}
 
@@ -102,7 +102,7 @@ def _utt_block(utt: str, rows: list[tuple[str, str, str]]) -> str:
 def read_text_table(path: str | os.PathLike) -> dict[str, list[str]]:
     """A Kaldi `text` file (utt word ...) as utt -> words; a repeated id is an error naming the line."""
     table = {}
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in read_lines(path):
         fields = line.split()
         if not fields:
             continue

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from asr_kd.errors import AsrKdError
 from asr_kd.expdir import write_system
@@ -98,16 +97,15 @@ def end_process_group() -> None:
 
 
 def _train_ensemble(args) -> None:
-    import yaml
-
-    from asr_kd.config import from_dict
+    from asr_kd.config import from_dict, parse_yaml
+    from asr_kd.io import read_lines
     from asr_kd.nnet.devices import Ranks
     from asr_kd.nnet.ensemble import member_seeds, train_ensemble
     from asr_kd.nnet.models import ModelConfig
 
     archs = None
     if args.architectures:
-        blocks = yaml.safe_load(Path(args.architectures).read_text(encoding="utf-8"))
+        blocks = parse_yaml("\n".join(line for _, line in read_lines(args.architectures)))
         if not isinstance(blocks, list):
             raise AsrKdError(f"{args.architectures}: expected a YAML list of model blocks")
         archs = [from_dict(ModelConfig, b, f"{args.architectures}[{i}]") for i, b in enumerate(blocks)]

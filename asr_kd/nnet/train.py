@@ -52,13 +52,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from asr_kd.config import to_dict
+from asr_kd.config import require, to_dict
 from asr_kd.errors import AsrKdError
 from asr_kd.expdir import ExpDir
-from asr_kd.io import atomic_path, write_text
+from asr_kd.io import write_text
 from asr_kd.nnet.devices import SINGLE, Ranks, resolve_device, training_device  # noqa: F401 (re-export)
 from asr_kd.nnet.frames import FrameBatch, FrameData, make_generator, shuffled
-from asr_kd.nnet.models import ModelConfig, ModelSpec, init_model, load_model, save_final  # noqa: F401 (re-export)
+from asr_kd.nnet.models import (ModelConfig, ModelSpec, init_model, load_model, load_torch,  # noqa: F401 (re-export)
+                                save_final, save_torch)
 from asr_kd.nnet.stream import DataConfig, StreamedFrames, chunk_seed, labelled_ranges
 
 Frames = FrameData | StreamedFrames
@@ -66,6 +67,9 @@ Frames = FrameData | StreamedFrames
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.Tensor, FrameBatch], "tuple[torch.Tensor, dict]"]
+
+
+DEFAULT_MIN_EPOCHS = 2
 
 
 @dataclass
@@ -83,7 +87,7 @@ class TrainConfig:
     schedule: str = "newbob"  # newbob | cosine
     newbob_threshold: float = 0.005  # halve the LR when dev frame accuracy improves less than this
     newbob_max_halvings: int = 4  # then stop
-    min_epochs: int = 2  # newbob never stops before this many epochs
+    min_epochs: int = DEFAULT_MIN_EPOCHS  # newbob never stops before this many epochs
     cosine_final_fraction: float = 0.01  # cosine decays the LR to lr * this at max_epochs
     warmup_steps: int = 0
     grad_clip: float = 5.0  # max gradient norm per member; 0 = off
@@ -94,6 +98,27 @@ class TrainConfig:
     eval_batch_size: int = 4096
     input_norm: bool = True  # global mean/variance normalisation of the input, stats from train
     data: DataConfig = field(default_factory=DataConfig)  # resident budget (stream.py)
+
+    def __post_init__(self):
+        """Range checks (config.py: from_dict names the file). min_epochs left at its default is
+        capped at max_epochs (`max_epochs=1` alone stays valid); one set above max_epochs is an error."""
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        require(self.max_epochs >= 1, f"max_epochs must be >= 1, got {self.max_epochs}")
+        require(self.min_epochs >= 0, f"min_epochs must be >= 0, got {self.min_epochs}")
+        require(self.min_epochs <= max(self.max_epochs, DEFAULT_MIN_EPOCHS),
+                f"min_epochs {self.min_epochs} > max_epochs {self.max_epochs}")
+        require(self.left_context >= 0 and self.right_context >= 0,
+                f"left_context/right_context must be >= 0, got {self.left_context}/{self.right_context}")
+        require(self.momentum >= 0 and self.weight_decay >= 0,
+                f"momentum/weight_decay must be >= 0, got {self.momentum}/{self.weight_decay}")
+        require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        require(self.warmup_steps >= 0 and self.keep_checkpoints >= 1,
+                f"need warmup_steps >= 0 and keep_checkpoints >= 1, got {self.warmup_steps}/{self.keep_checkpoints}")
+        require(0 < self.cosine_final_fraction <= 1 and self.newbob_threshold >= 0 and self.newbob_max_halvings >= 0,
+                "need 0 < cosine_final_fraction <= 1, newbob_threshold >= 0, newbob_max_halvings >= 0")
+
 
 
 @dataclass
@@ -397,6 +422,7 @@ def _epochs(learner, cfg, dev, exp, epochs: Epochs, optimizer, schedule, state, 
         active = [not s for s in state.member_stopped]
         train_stats, trained = run_epoch(learner, cfg, epochs, optimizer, schedule, loss_fn, epoch, autocast, ranks,
                                          active)
+        check_not_diverged(train_stats, dev.num_pdfs or epochs.train.num_pdfs, epoch, cfg.lr)
         seconds = time.time() - t0
         dev_stats = member_metrics(learner, dev, cfg, autocast, ranks)
         lrs = [group["lr"] for group in optimizer.param_groups]  # before end_epoch halves them
@@ -410,6 +436,31 @@ def _epochs(learner, cfg, dev, exp, epochs: Epochs, optimizer, schedule, state, 
             log.info("epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "epoch"})
             save_checkpoint(exp, cfg, learner, optimizer, schedule, epochs, state)
         ranks.barrier()
+
+
+DIVERGED_FACTOR = 10.0  # x ln(num_pdfs): the CE of guessing uniformly over the pdfs
+
+
+def check_not_diverged(train_stats: dict, num_pdfs: int | None, epoch: int, lr: float) -> None:
+    """Stop a run whose loss exploded without reaching inf (lr 1e4 trains to CE 8e11 and "finishes").
+
+    Rule: an epoch's mean train CE (hard-label CE of any member) above 10 x ln(num_pdfs), i.e. ten
+    times worse than a model that guesses every pdf equally, which a run that learns anything never
+    reaches (it starts near 1 x ln(num_pdfs) and goes down). Checked per epoch, so the bad epoch
+    never becomes a checkpoint."""
+    if not num_pdfs or num_pdfs < 2:
+        return
+    bound = DIVERGED_FACTOR * math.log(num_pdfs)
+    for name in ("train_ce", "train_loss_hard_ce"):
+        values = train_stats.get(name)
+        if values is None:
+            continue
+        worst = max(values) if isinstance(values, list) else values
+        if not worst <= bound:
+            raise AsrKdError(f"training diverged at epoch {epoch}: {name} {worst:.4g} > {bound:.3g} "
+                             f"(10 x ln({num_pdfs} pdfs): ten times the CE of guessing uniformly); lower the learning "
+                             f"rate (lr is {lr:g}: e.g. --set lr={lr / 10:g}, or student.lr for distill) and keep "
+                             f"grad_clip > 0")
 
 
 def _one_or_all(values: list[float]) -> float | list[float]:
@@ -557,8 +608,7 @@ def save_checkpoint(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, 
     }
     ckpt_dir = checkpoint_dir(exp)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(ckpt_dir / f"epoch_{state.epoch}.pt") as tmp:
-        torch.save(blob, tmp)
+    save_torch(blob, ckpt_dir / f"epoch_{state.epoch}.pt")
     keep = set(state.member_best_epoch) | set(range(state.epoch - cfg.keep_checkpoints + 1, state.epoch + 1))
     for old in ckpt_dir.glob("epoch_*.pt"):
         if _epoch_of(old) not in keep:
@@ -580,8 +630,8 @@ def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule:
     path = last_checkpoint(exp)
     if path is None:
         return
-    blob = torch.load(path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
-    old, new = blob["config"], to_dict(cfg)
+    blob = load_torch(path, "checkpoint", map_location="cpu", weights_only=False)  # RNG states stay on the CPU
+    old, new = blob.get("config"), to_dict(cfg)
     if old != new:
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise AsrKdError(f"{exp.path}: holds checkpoints of a run with a different config (changed: {changed}); "
@@ -591,7 +641,12 @@ def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule:
         raise AsrKdError(f"{exp.path}: its checkpoints trained {epochs.train.name} with layout {layout}, this run "
                          f"would use {epochs.train.layout()} (another data.max_resident_frames or free memory); set "
                          f"data.max_resident_frames to the old budget, or use a new exp dir")
-    learner.load_state_dict(blob["model"])
+    try:
+        learner.load_state_dict(blob["model"])
+    except RuntimeError as e:
+        raise AsrKdError(f"{path}: checkpoint weights do not fit this model ({str(e).strip().splitlines()[-1].strip()}); "
+                         f"it holds another number of pdfs or architecture: use a new exp dir or delete "
+                         f"{checkpoint_dir(exp)}") from None
     if len(blob["optimizer"]["param_groups"]) != len(optimizer.param_groups):
         raise AsrKdError(f"{exp.path}: its checkpoints come from a stacked run whose members shared one optimizer "
                          f"group (before members had their own LR); use a new exp dir or delete "
@@ -622,8 +677,8 @@ def best_member_states(result: TrainResult, learner: Learner) -> list[dict]:
     epochs = result.best_epochs or [result.best_epoch] * learner.k
     states = {}
     for e in sorted(set(epochs)):
-        blob = torch.load(checkpoint_dir(ExpDir(result.exp_dir)) / f"epoch_{e}.pt", map_location="cpu",
-                          weights_only=False)
+        blob = load_torch(checkpoint_dir(ExpDir(result.exp_dir)) / f"epoch_{e}.pt", "checkpoint",
+                          map_location="cpu", weights_only=False)
         states[e] = learner.member_states(blob["model"])
     return [states[e][m] for m, e in enumerate(epochs)]
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asr_kd.errors import AsrKdError
-from asr_kd.io import read_json
+from asr_kd.io import read_json, read_lines
 from asr_kd.report.findings import Findings, describe, find
 from asr_kd.report.specialists import specialist_section, specialist_tables
 
@@ -228,7 +228,9 @@ def count_params(final_pt: Path) -> int:
     """Number of trainable weights in a final.pt (state dict tensors, buffers of norms excluded)."""
     import torch
 
-    blob = torch.load(final_pt, map_location="cpu", weights_only=False)
+    from asr_kd.nnet.models import load_torch
+
+    blob = load_torch(final_pt, "model", map_location="cpu", weights_only=False)
     state = blob.get("state_dict", blob)
     return int(sum(v.numel() for k, v in state.items()
                    if torch.is_tensor(v) and not k.endswith(("running_mean", "running_var", "num_batches_tracked",
@@ -237,7 +239,7 @@ def count_params(final_pt: Path) -> int:
 
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in read_lines(path):
         if line.strip():
             try:
                 rows.append(json.loads(line))

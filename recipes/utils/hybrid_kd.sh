@@ -12,6 +12,7 @@
 # epoch checkpoint (bit-identical on CPU). Step logs: $exp/log/<step>.log.
 
 # ------------------------------------------------------------------ paths (before any stage)
+. "$(dirname "${BASH_SOURCE[0]}")/find_python.sh"  # $python: --python, else the repo's .venv, else python3
 sets="train dev test"
 declare -A set_dir=([train]=$train_dir [dev]=$dev_dir [test]=$test_dir)
 dnn_train=train                      # the set the DNNs train on (and their priors come from)

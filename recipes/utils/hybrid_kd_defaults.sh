@@ -14,7 +14,7 @@ mfcc_conf=conf/mfcc.yaml        # GMM features (compute-features config)
 fbank_conf=conf/fbank.yaml      # DNN features (compute-features config)
 dnn_conf=conf/dnn.yaml          # baseline and ensemble members (TrainConfig)
 distill_conf=conf/distill.yaml  # students (DistillConfig); the size options below override both
-python=${PYTHON:-python} # a Python with asr_kd installed (the repo's .venv/bin/python)
+python=${PYTHON:-}        # a Python with asr_kd; empty: the repo's .venv/bin/python, else python3 if it imports asr_kd
 nj=2                     # parallel jobs (shards of utterances): features, GMM training and alignment, decoding
 dask_scheduler=          # tcp://HOST:PORT: run those jobs on a Dask cluster instead of local processes
 device=auto              # nnet training / inference device: auto | cpu | cuda | cuda:N
@@ -22,8 +22,9 @@ lm_order=2               # n-gram order of the LM trained on the training transc
 mono_num_utts=2000       # monophones on the N shortest train utterances (Kaldi's LibriSpeech: 2000); 0 = all
 tri_num_utts=5000        # tri1 on N train utterances spread over the set (Kaldi's train_5k); 0 = all.
                          # Every set is then aligned with tri1. AN4 (857 utterances) uses all of them.
-num_leaves=500           # tri1: tied HMM states (= DNN output classes)
-tot_gauss=4000           # tri1: total Gaussians
+num_leaves=auto          # tri1: tied HMM states (= DNN output classes); auto: from the hours of training
+                         # audio by Kaldi's recipes' sizes (RM 3.1 h: 1800, WSJ si84 15 h: 2500, LibriSpeech 100 h: 4200)
+tot_gauss=auto           # tri1: total Gaussians; auto: as num_leaves (RM 9000, WSJ 15000, LibriSpeech 40000)
 hidden_layers=2          # DNN depth: baseline, every ensemble member and every student (paper: 8)
 hidden_dim=256           # DNN width (paper: 2560)
 max_epochs=6             # upper bound on epochs of every DNN (newbob may stop earlier)
