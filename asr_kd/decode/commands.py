@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dev-text", help="reference text of the dev set")
     p.add_argument("--lm-weights", help="LM weights (1 / acoustic scale) scored on the dev lattices: FIRST:LAST "
                    "(every integer) or comma-separated (default 5:50)")
-    p.add_argument("--acoustic-scales", help="the same grid as comma-separated acoustic scales (instead of --lm-weights)")
+    p.add_argument("--acoustic-scales",
+                   help="the same grid as comma-separated acoustic scales (instead of --lm-weights)")
     p.add_argument("--word-penalties", help="comma-separated word insertion penalties scored on dev (default 0,0.5,1)")
     p.add_argument("--lattice-acoustic-scale", type=float, default=None,
                    help="acoustic scale the dev lattices are decoded with (default tune.LATTICE_ACOUSTIC_SCALE)")
@@ -100,7 +101,8 @@ def _decode(args) -> None:
     else:
         scale, penalty = args.acoustic_scale, args.word_penalty
         hyps, stats = decode_store(job, [(scale, penalty)], jobs)[(scale, penalty)]
-    settings.update(acoustic_scale=scale, lm_weight=round(1.0 / scale, 6), word_penalty=penalty, real_time_factor=round(stats.real_time_factor, 5),
+    settings.update(acoustic_scale=scale, lm_weight=round(1.0 / scale, 6), word_penalty=penalty,
+                    real_time_factor=round(stats.real_time_factor, 5),
                     decode_seconds=round(stats.seconds, 3), failed_utterances=stats.num_failed)
     _write_results(args, hyps, settings, stats)
 

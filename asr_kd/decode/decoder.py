@@ -85,13 +85,14 @@ class Decoder:
         return [self.id2word[i] for i in word_ids], np.asarray(tids, np.int32), ok
 
     def lattice(self, utt: str, loglikes: np.ndarray, acoustic_scale: float) -> WordLattice:
-        """The utterance's lattice (paths within the lattice beam of the best), from Kaldi's
-        LatticeSimpleDecoder: kaldi-decoder exposes its raw lattice, the lattice-faster binding does not."""
+        """The utterance's lattice (paths within the lattice beam of the best, on this decoder's graph,
+        its word penalty included), from Kaldi's LatticeSimpleDecoder: kaldi-decoder exposes its raw
+        lattice, kaldi-hmm-gmm's lattice-faster binding only the best path."""
         import kaldi_decoder
 
         if self._lattice_decoder is None:
-            self._lattice_decoder = kaldi_decoder.LatticeSimpleDecoder(self.graph, kaldi_decoder.LatticeSimpleDecoderConfig(
-                beam=self._beam, lattice_beam=self._lattice_beam))
+            config = kaldi_decoder.LatticeSimpleDecoderConfig(beam=self._beam, lattice_beam=self._lattice_beam)
+            self._lattice_decoder = kaldi_decoder.LatticeSimpleDecoder(self.graph, config)
         self._lattice_decoder.decode(kaldi_decoder.DecodableCtc(self._scores(utt, loglikes, acoustic_scale)))
         _, raw = self._lattice_decoder.get_raw_lattice(use_final_probs=True)
         reached_final = self._lattice_decoder.final_relative_cost() != float("inf")
