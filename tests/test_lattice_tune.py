@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from asr_kd.errors import AsrKdError
-from tests.test_graph_decode import SEQS, loglikes_job, synthetic_loglikes, system  # noqa: F401  (fixture)
+from tests.test_graph_decode import (SEQS, loglikes_job, synthetic_loglikes, system,  # noqa: F401  (fixture)
+                                     tuned_decode_args)
 
 # (acoustic scale, word penalty): wide enough that the best word sequence changes along the grid
 POINTS = [(1.0, 0.0), (0.5, 0.0), (0.2, 0.0), (0.1, 0.0), (0.05, 0.0), (0.2, 2.0), (0.1, 5.0), (1.0, 8.0)]
@@ -111,16 +112,9 @@ def test_lattice_grid_on_a_dask_local_cluster(system, tmp_path):
 
 def test_decode_cli_warns_on_the_grid_edge(system, tmp_path, capsys):
     from asr_kd.cli import main
-    from asr_kd.data.store import write_store
 
-    root, num_pdfs, pdf_of = system
-    utts = {"u1": (["sil", "k", "ah", "a", "b", "sil"], "C AB"), "u2": (["a", "sil", "b"], "A B")}
-    write_store(tmp_path / "ll", [(u, synthetic_loglikes(root, num_pdfs, pdf_of, ph)) for u, (ph, _) in utts.items()])
-    (tmp_path / "text").write_text("".join(f"{u} {words}\n" for u, (_, words) in utts.items()))
-    out = tmp_path / "decode"
-    assert main(["decode", str(root / "graph"), str(root / "mono"), str(out), "--loglikes", str(tmp_path / "ll"),
-                 "--text", str(tmp_path / "text"), "--dev-loglikes", str(tmp_path / "ll"),
-                 "--dev-text", str(tmp_path / "text"), "--lm-weights", "1:3", "--word-penalties", "0,0.5"]) == 0
+    args, out = tuned_decode_args(system, tmp_path), tmp_path / "decode"
+    assert main(args + ["--lm-weights", "1:3", "--word-penalties", "0,0.5"]) == 0
     tuning = json.loads((out / "tuning.json").read_text())
     assert [r["lm_weight"] for r in tuning["dev"]] == [1.0, 2.0, 3.0] * 2
     # every point is error-free: the tie goes to the middle LM weight, the lowest penalty (an edge)
@@ -128,6 +122,5 @@ def test_decode_cli_warns_on_the_grid_edge(system, tmp_path, capsys):
     assert tuning["on_grid_edge"] == ["word penalty 0 is the lowest tried"]
     assert "grid's edge: word penalty 0 is the lowest tried" in capsys.readouterr().out
     assert json.loads((out / "wer.json").read_text())["errors"] == 0
-    assert main(["decode", str(root / "graph"), str(root / "mono"), str(out), "--loglikes", str(tmp_path / "ll"),
-              "--dev-loglikes", str(tmp_path / "ll"), "--dev-text", str(tmp_path / "text"), "--lm-weights", "3:1"]) == 1
+    assert main(args + ["--lm-weights", "3:1"]) == 1
     assert "--lm-weights FIRST:LAST needs 0 < FIRST <= LAST" in capsys.readouterr().err
