@@ -120,6 +120,7 @@ def test_decode_cli_warns_on_the_grid_edge(system, tmp_path, capsys):
     # every point is error-free: the tie goes to the middle LM weight, the lowest penalty (an edge)
     assert (tuning["chosen_lm_weight"], tuning["chosen_word_penalty"]) == (2.0, 0.0)
     assert tuning["on_grid_edge"] == ["word penalty 0 is the lowest tried"]
+    assert tuning["lattice_acoustic_scale"] == pytest.approx(1 / 3 ** 0.5)  # the grid's geometric middle
     assert "grid's edge: word penalty 0 is the lowest tried" in capsys.readouterr().out
     assert json.loads((out / "wer.json").read_text())["errors"] == 0
     assert main(args + ["--lm-weights", "3:1"]) == 1

@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the same grid as comma-separated acoustic scales (instead of --lm-weights)")
     p.add_argument("--word-penalties", help="comma-separated word insertion penalties scored on dev (default 0,0.5,1)")
     p.add_argument("--lattice-acoustic-scale", type=float, default=None,
-                   help="acoustic scale the dev lattices are decoded with (default tune.LATTICE_ACOUSTIC_SCALE)")
+                   help="acoustic scale the dev lattices are decoded with (default: the grid's geometric middle, "
+                        "1 / sqrt(lowest * highest LM weight))")
     p.add_argument("--beam", type=float, default=13.0)
     p.add_argument("--lattice-beam", type=float, default=6.0, help="dev lattices keep paths within this of the best")
     p.add_argument("--max-active", type=int, default=7000)
@@ -74,7 +75,7 @@ def _decode_job(args, dev: bool) -> DecodeJob:
 def _decode(args) -> None:
     from asr_kd.decode.decoder import decode_store
     from asr_kd.decode.scoring import read_text_table
-    from asr_kd.decode.tune import DEFAULT_PENALTIES, LATTICE_ACOUSTIC_SCALE, tune_and_decode
+    from asr_kd.decode.tune import DEFAULT_PENALTIES, tune_and_decode
     from asr_kd.io import write_json
     from asr_kd.parallel import jobs_from_args
 
@@ -85,14 +86,13 @@ def _decode(args) -> None:
         if not args.dev_text:
             raise AsrKdError("--dev-feats/--dev-loglikes need --dev-text to choose the acoustic scale and word penalty")
         penalties = _floats(args.word_penalties) or DEFAULT_PENALTIES
-        lattice_scale = args.lattice_acoustic_scale or LATTICE_ACOUSTIC_SCALE
         tuned = tune_and_decode(_decode_job(args, dev=True), read_text_table(args.dev_text), job, _lm_weights(args),
-                                penalties, jobs, lattice_scale)
+                                penalties, jobs, args.lattice_acoustic_scale)
         hyps, stats, scale, penalty = tuned.hyps, tuned.stats, tuned.acoustic_scale, tuned.word_penalty
         write_json(Path(args.out_dir) / "tuning.json", {
             "chosen_lm_weight": tuned.lm_weight, "chosen_acoustic_scale": scale, "chosen_word_penalty": penalty,
             "on_grid_edge": tuned.edges, "tuned_on": args.dev_text, "method": "dev lattices rescored",
-            "lattice_acoustic_scale": lattice_scale, "lattice_beam": job.lattice_beam,
+            "lattice_acoustic_scale": tuned.lattice_acoustic_scale, "lattice_beam": job.lattice_beam,
             "dev_decode_seconds": round(tuned.dev_stats.seconds, 3),
             "dev": [{"lm_weight": w, "acoustic_scale": 1.0 / w, "word_penalty": p, **r.summary()}
                     for (w, p), r in tuned.dev_wer.items()]})

@@ -1,9 +1,15 @@
 """Choose the LM weight and word insertion penalty on a dev set, then decode test with them fixed.
 
-As Kaldi's score.sh: dev is decoded ONCE into lattices (at `lattice_acoustic_scale`, within the
-lattice beam), and each (LM weight, word penalty) of a wide grid is scored by the lattices' best
-path at that point (lattice.best_paths), instead of one decode per point. LM weight = 1 / acoustic
-scale (LM weights 5..50 = acoustic scales 0.2..0.02); penalties 0, 0.5, 1 as Kaldi's scoring.
+As Kaldi's score.sh: dev is decoded ONCE into lattices (within the lattice beam), and each (LM
+weight, word penalty) of a wide grid is scored by the lattices' best path at that point
+(lattice.best_paths), instead of one decode per point. LM weight = 1 / acoustic scale (LM weights
+5..50 = acoustic scales 0.2..0.02); penalties 0, 0.5, 1 as Kaldi's scoring.
+
+A lattice holds the paths the search kept at the scale it was decoded with, so points far from that
+scale can miss their best path (a path with much better acoustics and more words, or the reverse).
+Kaldi decodes at 0.1 and scores LM weights 7..17, about x1.4 either side; a 5..50 grid is x10 wide,
+so the lattices are decoded at its geometric middle (1 / sqrt(5 * 50) = 0.063: at most x3.2 either
+side) unless `lattice_acoustic_scale` is given.
 
 Kaldi's best_wer.sh picks the LM weight on the set it reports, which flatters the numbers; here
 test is decoded once, afresh, at the dev-best point: exactly the result of a single decode with
@@ -32,7 +38,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LM_WEIGHTS = tuple(float(w) for w in range(5, 51))   # acoustic scales 0.2 .. 0.02
 DEFAULT_PENALTIES = (0.0, 0.5, 1.0)
-LATTICE_ACOUSTIC_SCALE = 0.0833   # the dev lattices' decoding scale (Kaldi's GMM decode.sh default, LMWT 12)
 
 Point = tuple[float, float]  # (LM weight, word penalty)
 
@@ -45,6 +50,7 @@ class TunedDecode:
     hyps: dict[str, list[str]]                      # test hypotheses with the chosen setting
     stats: DecodeStats                              # the test decode
     dev_stats: DecodeStats                          # the dev lattice decode (grid scoring included)
+    lattice_acoustic_scale: float                   # the scale the dev lattices were decoded with
     edges: list[str] = field(default_factory=list)  # grid edges the chosen point lies on
 
     @property
@@ -54,9 +60,10 @@ class TunedDecode:
 
 def tune_and_decode(dev_job: DecodeJob, dev_refs: Mapping[str, list[str]], test_job: DecodeJob,
                     lm_weights: Sequence[float] = DEFAULT_LM_WEIGHTS, penalties: Sequence[float] = DEFAULT_PENALTIES,
-                    jobs: Jobs = Jobs(), lattice_acoustic_scale: float = LATTICE_ACOUSTIC_SCALE) -> TunedDecode:
+                    jobs: Jobs = Jobs(), lattice_acoustic_scale: float | None = None) -> TunedDecode:
     """Score the (LM weight x penalty) grid on dev lattices, choose (choose_point), decode test with it."""
     grid = grid_points(lm_weights, penalties)
+    lattice_acoustic_scale = lattice_acoustic_scale or middle_scale(lm_weights)
     dev, dev_stats = lattice_grid_store(dev_job, grid, jobs, lattice_acoustic_scale)
     dev_wer = {point: wer(dict(dev_refs), dev[point]) for point in grid}
     for (weight, penalty), result in dev_wer.items():
@@ -69,7 +76,12 @@ def tune_and_decode(dev_job: DecodeJob, dev_refs: Mapping[str, list[str]], test_
         log.warning("the dev-best point is on the grid's edge (%s): the best setting may lie outside the grid; "
                     "widen --lm-weights/--word-penalties", ", ".join(edges))
     hyps, stats = decode_store(test_job, [(1.0 / weight, penalty)], jobs)[(1.0 / weight, penalty)]
-    return TunedDecode(weight, penalty, dev_wer, hyps, stats, dev_stats, edges)
+    return TunedDecode(weight, penalty, dev_wer, hyps, stats, dev_stats, lattice_acoustic_scale, edges)
+
+
+def middle_scale(lm_weights: Sequence[float]) -> float:
+    """The acoustic scale at the geometric middle of the LM-weight grid (the lattices' decoding scale)."""
+    return 1.0 / math.sqrt(min(lm_weights) * max(lm_weights))
 
 
 def grid_points(lm_weights: Sequence[float], penalties: Sequence[float]) -> list[Point]:
@@ -108,10 +120,12 @@ def grid_edges(point: Point, lm_weights: Sequence[float], penalties: Sequence[fl
 # ---------------------------------------------------------------- dev lattices, sharded over jobs
 
 def lattice_grid_store(job: DecodeJob, grid: Sequence[Point], jobs: Jobs = Jobs(),
-                       lattice_acoustic_scale: float = LATTICE_ACOUSTIC_SCALE,
+                       lattice_acoustic_scale: float | None = None,
                        ) -> tuple[dict[Point, dict[str, list[str]]], DecodeStats]:
-    """Decode every utterance of `job.source` into a lattice once and read its best path at every
-    grid point; sharded over `jobs` (results do not depend on nj: each utterance is decoded alone)."""
+    """Decode every utterance of `job.source` into a lattice once (at `lattice_acoustic_scale`, default
+    the grid's middle_scale) and read its best path at every grid point; sharded over `jobs` (results
+    do not depend on nj: each utterance is decoded alone)."""
+    lattice_acoustic_scale = lattice_acoustic_scale or middle_scale([w for w, _ in grid])
     utts = sorted(RaggedStore(job.source).keys)
     if not utts:
         raise AsrKdError(f"{job.source}: no utterances to decode")

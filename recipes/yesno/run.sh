@@ -24,6 +24,8 @@ tot_gauss=200
 hidden_dim=64
 num_members=3
 lm=conf/task.arpa         # Kaldi's yesno grammar (input/task.arpabo): uniform unigram over YES/NO
+beam=20                   # the graph is tiny (cheap to search); the dev lattice decoder has no min_active
+                          # and at beam 11 prunes long-silence paths the best-path decoder keeps
 . ../utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument(s): $* (see --help)" >&2; exit 1; }
 
