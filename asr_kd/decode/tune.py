@@ -13,8 +13,8 @@ side) unless `lattice_acoustic_scale` is given.
 
 Kaldi's best_wer.sh picks the LM weight on the set it reports, which flatters the numbers; here
 test is decoded once, afresh, at the dev-best point: exactly the result of a single decode with
-that setting (no lattice-beam approximation), and cheaper than decoding test into lattices (a
-lattice decode is the slower LatticeSimpleDecoder). A best point on the grid's edge is warned
+that setting (no lattice-beam approximation), at about the cost of decoding test into lattices
+(the lattice decoder, LatticeSimpleDecoder, is the slower one). A best point on the grid's edge is warned
 about: the optimum may lie outside the grid.
 """
 from __future__ import annotations
