@@ -91,7 +91,8 @@ def _decode(args) -> None:
         hyps, stats, scale, penalty = tuned.hyps, tuned.stats, tuned.acoustic_scale, tuned.word_penalty
         write_json(Path(args.out_dir) / "tuning.json", {
             "chosen_lm_weight": tuned.lm_weight, "chosen_acoustic_scale": scale, "chosen_word_penalty": penalty,
-            "on_grid_edge": tuned.edges, "tuned_on": args.dev_text, "method": "dev lattices rescored",
+            "on_grid_edge": tuned.edges, "tuned_on": args.dev_text,
+            "method": "dev and test lattices rescored (test at the chosen point only)",
             "lattice_acoustic_scale": tuned.lattice_acoustic_scale, "lattice_beam": job.lattice_beam,
             "dev_decode_seconds": round(tuned.dev_stats.seconds, 3),
             "dev": [{"lm_weight": w, "acoustic_scale": 1.0 / w, "word_penalty": p, **r.summary()}
