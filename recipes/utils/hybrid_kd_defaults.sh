@@ -37,7 +37,7 @@ teacher_cache=true       # true: cache the ensemble's targets (cache-teacher) in
 regularizer_fraction=0   # >0: also run the paper's §6 experiment on this fraction of train (e.g. 0.03)
 regularizer_epochs=60    # §6 models' epoch budget (3% of the data needs far more than --max-epochs)
 lm_weights=5:50          # LM weights (1 / acoustic scale) scored on the dev lattices (FIRST:LAST or a list);
-                         # the best (LM weight, penalty) decodes test
+                         # test lattices are scored at the dev-best (LM weight, penalty)
 word_penalties=0,0.5,1   # word insertion penalties scored on the dev lattices (Kaldi's score.sh: 0 0.5 1)
 beam=11.0                # decoder beam (Kaldi's default 13 decodes AN4 dev to the same WER, 2x slower)
 max_active=7000          # decoder: most active states per frame
