@@ -3,9 +3,11 @@
     python -m data_prep.yesno download --dest DIR      # waves_yesno.tar.gz, ~4.5 MB
     python -m data_prep.yesno prepare --corpus DIR/waves_yesno --out recipes/yesno/data
 
-The file name is the transcript (`0_1_1_0_...wav`: 1 = YES, 0 = NO). As in Kaldi's egs/yesno,
-the first half of the files in sorted order is `train`, the rest `test`, all from one speaker
-`global` (so, unlike other corpora, the sets share their speaker). The audio is 8 kHz: feature
+The file name is the transcript (`0_1_1_0_...wav`: 1 = YES, 0 = NO). Kaldi's split (egs/yesno/s5,
+local/create_yesno_waves_test_train.pl): `train` is the first half of `ls` of the unpacked dir, which
+also held README and README~, so 31 of the 60 recordings in sorted order; `test` the other 29 (232
+words, the set of Kaldi's 0.00% WER). All from one speaker `global` (so, unlike other corpora, the
+sets share their speaker). The audio is 8 kHz: feature
 configs for this corpus must say so (or resample explicitly).
 """
 from __future__ import annotations
@@ -46,12 +48,17 @@ def prepare(corpus: str | Path, out: str | Path) -> dict[str, DataDir]:
     """Write out/{train,test} and out/local/dict (YES Y, NO N, <SIL> SIL)."""
     root = find_root(corpus)
     files = sorted((p for p in root.iterdir() if NAME.match(p.name)), key=lambda p: c_order(p.name))
-    half = len(files) // 2
-    sets = {"train": [utterance(p) for p in files[:half]], "test": [utterance(p) for p in files[half:]]}
+    num_train = kaldi_train_size(len(files))
+    sets = {"train": [utterance(p) for p in files[:num_train]], "test": [utterance(p) for p in files[num_train:]]}
     written = write_sets(out, sets, disjoint_speakers=False)
     lexicon = [("YES", ("Y",)), ("NO", ("N",))]
     write_dict_dir(Path(out) / "local" / "dict", lexicon, ["SIL"], "SIL", {"<SIL>": "SIL"})
     return written
+
+
+def kaldi_train_size(num_recordings: int) -> int:
+    """Kaldi's train share: half of a listing of the recordings plus README and README~ (31 of 60)."""
+    return (num_recordings + 2) // 2
 
 
 def add_prepare_args(parser: argparse.ArgumentParser) -> None:

@@ -93,9 +93,12 @@ def test_yesno_fixture(tmp_path):
         write_tone(tmp_path / "waves_yesno" / f"{name}.wav", rate=8000)
     (tmp_path / "waves_yesno" / "README").write_text("not audio")
     sets = yesno.prepare(tmp_path, tmp_path / "data")
-    assert sets["train"].text == {"global-0_0_1_1": "NO NO YES YES", "global-0_1_0_1": "NO YES NO YES"}
-    assert sets["test"].utt_ids == ["global-1_0_1_0", "global-1_1_0_0"]
-    assert load_utterance(sets["test"], "global-1_0_1_0", expected_rate=8000).shape == (1600,)
+    # Kaldi's split: the first (4 + 2) // 2 = 3 recordings train (31 of the real 60), the rest test
+    assert sets["train"].text == {"global-0_0_1_1": "NO NO YES YES", "global-0_1_0_1": "NO YES NO YES",
+                                  "global-1_0_1_0": "YES NO YES NO"}
+    assert sets["test"].utt_ids == ["global-1_1_0_0"]
+    assert load_utterance(sets["test"], "global-1_1_0_0", expected_rate=8000).shape == (1600,)
+    assert (yesno.kaldi_train_size(60), 60 - yesno.kaldi_train_size(60)) == (31, 29)
     assert read_dict(tmp_path / "data")["lexicon.txt"] == ["<SIL> SIL", "NO N", "YES Y"]
 
 

@@ -307,7 +307,7 @@ def test_yesno_and_librispeech_download_through_the_mirror(tmp_path, monkeypatch
         assert librispeech.main(["download", "--dest", str(tmp_path / "libri"), "--subsets", "dev-clean-2",
                                  "--lexicon"]) == 0
     assert sorted(path for path, _ in server.requests) == sorted(files)
-    assert len(yesno.prepare(tmp_path / "yesno", tmp_path / "data_yesno")["train"]) == 2
+    assert len(yesno.prepare(tmp_path / "yesno", tmp_path / "data_yesno")["train"]) == 3  # Kaldi's split: 31 of 60, 3 of 4
     sets = librispeech.prepare(tmp_path / "libri", tmp_path / "data_libri", tmp_path / "libri/librispeech-lexicon.txt")
     assert sets["dev_clean_2"].text == {"19-198-0000": "HELLO WORLD", "19-198-0001": "WORLD"}
 
@@ -366,5 +366,5 @@ def test_yesno_and_librispeech_stage0_download_what_is_not_given(tmp_path):
                       "dev_clean_2", env=env, corpus="librispeech")
     assert yes.returncode == 0 and mini.returncode == 0, yes.stdout + yes.stderr + mini.stdout + mini.stderr
     assert sorted(path for path, _ in server.requests) == sorted(files)  # dev-clean-2 once, though dev and test
-    assert len((tmp_path / "yesno/data/test/text").read_text().splitlines()) == 2
+    assert len((tmp_path / "yesno/data/test/text").read_text().splitlines()) == 1  # Kaldi's split: 3 of 4 train
     assert (tmp_path / "libri/data/train_clean_5/text").read_text() == "84-121-0000 HELLO WORLD\n84-121-0001 WORLD\n"

@@ -177,23 +177,28 @@ def test_gmm_loglikes_match_kaldi(system):
             assert ours[t, pdf] == pytest.approx(am.get_pdf(pdf).log_likelihood(feats[t]), abs=1e-3)
 
 
-def test_decode_cli_tunes_on_dev_and_scores(system, tmp_path):
-    from asr_kd.cli import main
+def tuned_decode_args(system, tmp_path) -> list[str]:
+    """`asr-kd decode` arguments for two utterances used as both dev and test; output in tmp_path/decode."""
     from asr_kd.data.store import write_store
 
     root, num_pdfs, pdf_of = system
     utts = {"u1": (["sil", "k", "ah", "a", "b", "sil"], "C AB"), "u2": (["a", "sil", "b"], "A B")}
     write_store(tmp_path / "ll", [(u, synthetic_loglikes(root, num_pdfs, pdf_of, ph)) for u, (ph, _) in utts.items()])
     (tmp_path / "text").write_text("".join(f"{u} {words}\n" for u, (_, words) in utts.items()))
+    return ["decode", str(root / "graph"), str(root / "mono"), str(tmp_path / "decode"), "--loglikes",
+            str(tmp_path / "ll"), "--text", str(tmp_path / "text"), "--dev-loglikes", str(tmp_path / "ll"),
+            "--dev-text", str(tmp_path / "text")]
+
+
+def test_decode_cli_tunes_on_dev_and_scores(system, tmp_path):
+    from asr_kd.cli import main
+
     out = tmp_path / "decode"
-    assert main(["decode", str(root / "graph"), str(root / "mono"), str(out), "--loglikes", str(tmp_path / "ll"),
-                 "--text", str(tmp_path / "text"), "--dev-loglikes", str(tmp_path / "ll"),
-                 "--dev-text", str(tmp_path / "text"), "--acoustic-scales", "0.5,1.0",
-                 "--word-penalties", "0,1"]) == 0
+    assert main(tuned_decode_args(system, tmp_path) + ["--acoustic-scales", "0.5,1.0", "--word-penalties", "0,1"]) == 0
     summary = json.loads((out / "wer.json").read_text())
     assert (summary["errors"], summary["words"]) == (0, 4)
     tuning = json.loads((out / "tuning.json").read_text())
-    assert len(tuning["dev"]) == 4  # 2 scales x 2 penalties, all error-free here: ties go to the smallest
+    assert len(tuning["dev"]) == 4  # 2 scales x 2 penalties, all error-free: ties go to the smaller scale
     assert (tuning["chosen_acoustic_scale"], tuning["chosen_word_penalty"]) == (0.5, 0.0)
     assert main(["score", str(tmp_path / "text"), str(out / "hyp.txt"), str(tmp_path / "score")]) == 0
 

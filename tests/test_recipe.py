@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_SH = REPO / "recipes" / "an4" / "run.sh"
 CORPUS = Path(__file__).parents[2] / "shared/corpora/an4"
 TINY = ["--subset", "30", "--num-leaves", "60", "--tot-gauss", "200", "--hidden-dim", "32", "--max-epochs", "3",
-        "--num-members", "2", "--temperatures", "2", "--acoustic-scales", "0.08,0.1", "--beam", "8",
+        "--num-members", "2", "--temperatures", "2", "--lm-weights", "10,12", "--beam", "8",
         "--max-active", "500", "--device", "cpu", "--nj", "1"]
 DNN_SYSTEMS = ["dnn", "dnn_ensemble/member_0", "dnn_ensemble/member_1", "dnn_ensemble (arith, K=2)",
                "dnn_ensemble (geo, K=2)", "student_T2"]

@@ -31,10 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--word-penalty", type=float, default=0.0, help="cost added per hypothesised word")
     _add_input_args(p, "dev-", "a dev set to choose the acoustic scale and word penalty on (then fixed for this set)")
     p.add_argument("--dev-text", help="reference text of the dev set")
-    p.add_argument("--acoustic-scales", help="comma-separated scales tried on dev (default: tune.DEFAULT_SCALES)")
-    p.add_argument("--word-penalties", help="comma-separated word insertion penalties tried on dev (default: 0)")
+    p.add_argument("--lm-weights", help="LM weights (1 / acoustic scale) scored on the dev lattices: FIRST:LAST "
+                   "(every integer) or comma-separated (default 5:50)")
+    p.add_argument("--acoustic-scales",
+                   help="the same grid as comma-separated acoustic scales (instead of --lm-weights)")
+    p.add_argument("--word-penalties", help="comma-separated word insertion penalties scored on dev (default 0,0.5,1)")
+    p.add_argument("--lattice-acoustic-scale", type=float, default=None,
+                   help="acoustic scale the dev lattices are decoded with (default: the grid's geometric middle, "
+                        "1 / sqrt(lowest * highest LM weight))")
     p.add_argument("--beam", type=float, default=13.0)
-    p.add_argument("--lattice-beam", type=float, default=6.0)
+    p.add_argument("--lattice-beam", type=float, default=6.0, help="dev lattices keep paths within this of the best")
     p.add_argument("--max-active", type=int, default=7000)
     add_job_args(p)
     p.add_argument("--num-jobs", dest="nj", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old --nj
@@ -75,7 +81,7 @@ def _decode_job(args, dev: bool) -> DecodeJob:
 def _decode(args) -> None:
     from asr_kd.decode.decoder import decode_store
     from asr_kd.decode.scoring import read_text_table
-    from asr_kd.decode.tune import DEFAULT_PENALTIES, DEFAULT_SCALES, tune_and_decode
+    from asr_kd.decode.tune import DEFAULT_PENALTIES, tune_and_decode
     from asr_kd.io import write_json
     from asr_kd.parallel import jobs_from_args
 
@@ -85,18 +91,25 @@ def _decode(args) -> None:
     if args.dev_feats or args.dev_loglikes:
         if not args.dev_text:
             raise AsrKdError("--dev-feats/--dev-loglikes need --dev-text to choose the acoustic scale and word penalty")
-        scales = _floats(args.acoustic_scales) or DEFAULT_SCALES
         penalties = _floats(args.word_penalties) or DEFAULT_PENALTIES
-        tuned = tune_and_decode(_decode_job(args, dev=True), read_text_table(args.dev_text), job, scales, penalties,
-                                jobs)
+        tuned = tune_and_decode(_decode_job(args, dev=True), read_text_table(args.dev_text), job, _lm_weights(args),
+                                penalties, jobs, args.lattice_acoustic_scale)
         hyps, stats, scale, penalty = tuned.hyps, tuned.stats, tuned.acoustic_scale, tuned.word_penalty
         write_json(Path(args.out_dir) / "tuning.json", {
-            "chosen_acoustic_scale": scale, "chosen_word_penalty": penalty, "tuned_on": args.dev_text,
-            "dev": [{"acoustic_scale": s, "word_penalty": p, **r.summary()} for (s, p), r in tuned.dev_wer.items()]})
+            "chosen_lm_weight": tuned.lm_weight, "chosen_acoustic_scale": scale, "chosen_word_penalty": penalty,
+            "on_grid_edge": tuned.edges, "tuned_on": args.dev_text,
+            "method": "dev and test lattices rescored (test at the chosen point only)",
+            "lattice_acoustic_scale": tuned.lattice_acoustic_scale, "lattice_beam": job.lattice_beam,
+            "dev_decode_seconds": round(tuned.dev_stats.seconds, 3),
+            "dev": [{"lm_weight": w, "acoustic_scale": 1.0 / w, "word_penalty": p, **r.summary()}
+                    for (w, p), r in tuned.dev_wer.items()]})
+        for edge in tuned.edges:
+            print(f"{args.out_dir}: warning: the dev-best point is on the grid's edge: {edge}")
     else:
         scale, penalty = args.acoustic_scale, args.word_penalty
         hyps, stats = decode_store(job, [(scale, penalty)], jobs)[(scale, penalty)]
-    settings.update(acoustic_scale=scale, word_penalty=penalty, real_time_factor=round(stats.real_time_factor, 5),
+    settings.update(acoustic_scale=scale, lm_weight=round(1.0 / scale, 6), word_penalty=penalty,
+                    real_time_factor=round(stats.real_time_factor, 5),
                     decode_seconds=round(stats.seconds, 3), failed_utterances=stats.num_failed)
     _write_results(args, hyps, settings, stats)
 
@@ -112,6 +125,25 @@ def _write_results(args, hyps: dict, settings: dict, stats) -> None:
     else:
         write_text(Path(args.out_dir) / "hyp.txt", "".join(f"{u} {' '.join(w)}\n" for u, w in sorted(hyps.items())))
         write_json(Path(args.out_dir) / "decode.json", settings)
+
+
+def _lm_weights(args) -> list[float]:
+    """The LM-weight grid: --lm-weights FIRST:LAST or a list, or --acoustic-scales inverted, or the default."""
+    from asr_kd.decode.tune import DEFAULT_LM_WEIGHTS
+
+    if args.lm_weights and args.acoustic_scales:
+        raise AsrKdError("give --lm-weights or --acoustic-scales, not both (LM weight = 1 / acoustic scale)")
+    if args.acoustic_scales:
+        scales = _floats(args.acoustic_scales)
+        if not all(s > 0 for s in scales):
+            raise AsrKdError(f"--acoustic-scales must be positive (got {args.acoustic_scales!r})")
+        return [1.0 / s for s in scales]
+    if args.lm_weights and ":" in args.lm_weights:
+        first, last = _floats(args.lm_weights.replace(":", ","))[:2]
+        if not 0 < first <= last:
+            raise AsrKdError(f"--lm-weights FIRST:LAST needs 0 < FIRST <= LAST (got {args.lm_weights!r})")
+        return [first + i for i in range(int(last - first) + 1)]
+    return _floats(args.lm_weights) or list(DEFAULT_LM_WEIGHTS)
 
 
 def _floats(text: str | None) -> list[float]:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from asr_kd.align.gmm_stats import component_loglikes
 from asr_kd.data.store import RaggedStore
+from asr_kd.decode.lattice import WordLattice, from_kaldi
 from asr_kd.errors import AsrKdError
 from asr_kd.io import read_json, sha256_file
 from asr_kd.parallel import Jobs, run_shards, split
@@ -68,6 +69,7 @@ class Decoder:
         config = khg.LatticeFasterDecoderConfig(beam=beam, max_active=max_active, lattice_beam=lattice_beam)
         self._decoder = khg.LatticeFasterDecoder(self.graph, config)
         self._khg = khg
+        self._beam, self._lattice_beam, self._lattice_decoder = beam, lattice_beam, None
 
     def decode_one(self, utt: str, loglikes: np.ndarray, acoustic_scale: float) -> tuple[list[str], bool]:
         """Best word sequence of one utterance, and whether it reached a final state."""
@@ -77,16 +79,33 @@ class Decoder:
     def decode_with_alignment(self, utt: str, loglikes: np.ndarray,
                               acoustic_scale: float) -> tuple[list[str], np.ndarray, bool]:
         """Best words, the best path's transition id per frame, and whether a final state was reached."""
+        decodable = self._khg.DecodableCtc(self._scores(utt, loglikes, acoustic_scale))
+        ok, tids, word_ids, _ = self._khg.decode_utterance_lattice_faster(
+            decoder=self._decoder, decodable=decodable, trans_model=self.trans_model, utt=utt, allow_partial=True)
+        return [self.id2word[i] for i in word_ids], np.asarray(tids, np.int32), ok
+
+    def lattice(self, utt: str, loglikes: np.ndarray, acoustic_scale: float) -> WordLattice:
+        """The utterance's lattice (paths within the lattice beam of the best, on this decoder's graph,
+        its word penalty included), from Kaldi's LatticeSimpleDecoder: kaldi-decoder exposes its raw
+        lattice, kaldi-hmm-gmm's lattice-faster binding only the best path."""
+        import kaldi_decoder
+
+        if self._lattice_decoder is None:
+            config = kaldi_decoder.LatticeSimpleDecoderConfig(beam=self._beam, lattice_beam=self._lattice_beam)
+            self._lattice_decoder = kaldi_decoder.LatticeSimpleDecoder(self.graph, config)
+        self._lattice_decoder.decode(kaldi_decoder.DecodableCtc(self._scores(utt, loglikes, acoustic_scale)))
+        _, raw = self._lattice_decoder.get_raw_lattice(use_final_probs=True)
+        reached_final = self._lattice_decoder.final_relative_cost() != float("inf")
+        return from_kaldi(raw, acoustic_scale, reached_final, utt)
+
+    def _scores(self, utt: str, loglikes: np.ndarray, acoustic_scale: float) -> np.ndarray:
+        """Scaled log-likelihoods per transition id (column t - 1 = transition id t), checked."""
         if loglikes.ndim != 2 or loglikes.shape[1] != self.num_pdfs:
             raise AsrKdError(f"utterance {utt}: log-likelihoods have shape {loglikes.shape}, "
                              f"the model has {self.num_pdfs} pdfs")
         if not np.isfinite(loglikes).all():
             raise AsrKdError(f"utterance {utt}: log-likelihoods contain NaN or inf")
-        scores = np.ascontiguousarray(acoustic_scale * loglikes[:, self.pdf_of_tid], dtype=np.float32)
-        decodable = self._khg.DecodableCtc(scores)
-        ok, tids, word_ids, _ = self._khg.decode_utterance_lattice_faster(
-            decoder=self._decoder, decodable=decodable, trans_model=self.trans_model, utt=utt, allow_partial=True)
-        return [self.id2word[i] for i in word_ids], np.asarray(tids, np.int32), ok
+        return np.ascontiguousarray(acoustic_scale * loglikes[:, self.pdf_of_tid], dtype=np.float32)
 
 
 def decode(loglikes: Mapping[str, np.ndarray], graph_dir: str | os.PathLike, model_path: str | os.PathLike,

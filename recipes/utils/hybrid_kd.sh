@@ -21,7 +21,8 @@ if [ -n "$speed_perturb" ]; then     # train_sp: speed-perturbed copies + origin
 fi
 lang=$data/lang
 lang_test=$data/lang_test_bg
-arpa=$data/local/lm_bg.arpa
+arpa=${lm:-$data/local/lm_bg.arpa}   # --lm FILE: decode with that ARPA LM instead of training one
+[ -z "$lm" ] || [ -f "$lm" ] || { echo "$0: --lm $lm: no such ARPA file" >&2; exit 1; }
 mfcc=$data/mfcc                      # $mfcc/<set>: MFCC + deltas, CMN (GMM input)
 fbank=$data/fbank                    # $fbank/<set>: 40 log-mel, CMN (DNN input)
 gmm_exp=${gmm_exp:-$exp}
@@ -48,7 +49,7 @@ member_seed=$((100 * (seed - 1) + 2))  # members' seeds: member_seed, member_see
 soft_terms="{soft_ce: 1.0, hard_ce: $hard_weight}"
 nnet_device=$device; [ "$device" = auto ] && nnet_device=$("$python" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
 job_opts=(--nj "$nj"); [ -n "$dask_scheduler" ] && job_opts+=(--dask-scheduler "$dask_scheduler")
-decode_opts=(--acoustic-scales "$acoustic_scales" --word-penalties "$word_penalties" --beam "$beam" --max-active "$max_active"
+decode_opts=(--lm-weights "$lm_weights" --word-penalties "$word_penalties" --beam "$beam" --max-active "$max_active"
              "${job_opts[@]}")
 [ -z "$score_map" ] || decode_opts+=(--score-map "$score_map")
 members=(); for ((i = 0; i < num_members; i++)); do members+=("$ensemble/member_$i"); done
@@ -113,9 +114,11 @@ decode_dnn() {
 # ------------------------------------------------------------------ stages 1-9
 hybrid_kd_stages() {
   if in_stage 1; then
-    echo "stage 1: lang, ${lm_order}-gram LM on the training text, lang_test"
+    echo "stage 1: lang, LM (${lm:-${lm_order}-gram on the training text}), lang_test"
     fresh_step prepare_lang "$lang" kd prepare-lang "$dict_dir" "$lang"
-    step train_lm kd train-lm --order "$lm_order" --lang-dir "$lang" "$train_dir/text" "$arpa"
+    if [ -z "$lm" ]; then
+      step train_lm kd train-lm --order "$lm_order" --lang-dir "$lang" "$train_dir/text" "$arpa"
+    fi
     fresh_step make_lang_test "$lang_test" kd make-lang-test "$lang" "$arpa" "$lang_test"
   fi
 

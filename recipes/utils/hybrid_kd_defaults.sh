@@ -19,6 +19,7 @@ nj=2                     # parallel jobs (shards of utterances): features, GMM t
 dask_scheduler=          # tcp://HOST:PORT: run those jobs on a Dask cluster instead of local processes
 device=auto              # nnet training / inference device: auto | cpu | cuda | cuda:N
 lm_order=2               # n-gram order of the LM trained on the training transcripts
+lm=                      # an ARPA LM file to decode with instead (lang_test is built from it); empty = train one
 mono_num_utts=2000       # monophones on the N shortest train utterances (Kaldi's LibriSpeech: 2000); 0 = all
 tri_num_utts=5000        # tri1 on N train utterances spread over the set (Kaldi's train_5k); 0 = all.
                          # Every set is then aligned with tri1. AN4 (857 utterances) uses all of them.
@@ -36,8 +37,9 @@ combination=arith        # how the ensemble teacher combines members: arith | ge
 teacher_cache=true       # true: cache the ensemble's targets (cache-teacher) instead of running it per batch
 regularizer_fraction=0   # >0: also run the paper's §6 experiment on this fraction of train (e.g. 0.03)
 regularizer_epochs=60    # §6 models' epoch budget (3% of the data needs far more than --max-epochs)
-acoustic_scales=0.05,0.0667,0.0833,0.1  # scales tried on dev; the best (scale, penalty) decodes test
-word_penalties=0,1       # word insertion penalties tried on dev (Kaldi's scoring tries 0 0.5 1)
+lm_weights=5:50          # LM weights (1 / acoustic scale) scored on the dev lattices (FIRST:LAST or a list);
+                         # test lattices are scored at the dev-best (LM weight, penalty)
+word_penalties=0,0.5,1   # word insertion penalties scored on the dev lattices (Kaldi's score.sh: 0 0.5 1)
 beam=11.0                # decoder beam (Kaldi's default 13 decodes AN4 dev to the same WER, 2x slower)
 max_active=7000          # decoder: most active states per frame
 score_map=               # token map applied to ref and hyp before scoring (TIMIT: 48 -> 39 phones); empty = none

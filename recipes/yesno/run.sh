@@ -5,8 +5,9 @@
 #   ./run.sh                        # stage 0 downloads waves_yesno (~4.5 MB) unless a local copy is found
 #   ./run.sh --corpus /tmp/yesno    # a local copy (the waves_yesno dir or its parent): nothing downloaded
 #
-# yesno has no dev set (train = first 30 files, test = the rest, one speaker), so the decoder's
-# acoustic scale is tuned on test itself: its WER is optimistic (as Kaldi's egs/yesno).
+# As Kaldi's egs/yesno: train = the first 31 files, test = the other 29 (one speaker), decoded with
+# Kaldi's uniform unigram over YES/NO (conf/task.arpa, --lm). There is no dev set, so the LM weight
+# and word penalty are tuned on test itself: its WER is optimistic (as Kaldi's score.sh there).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,6 +23,9 @@ num_leaves=20             # 2 words, 3 phones: a tiny tree
 tot_gauss=200
 hidden_dim=64
 num_members=3
+lm=conf/task.arpa         # Kaldi's yesno grammar (input/task.arpabo): uniform unigram over YES/NO
+beam=20                   # the graph is tiny (cheap to search); the dev lattice decoder has no min_active
+                          # and at beam 11 prunes long-silence paths the best-path decoder keeps
 . ../utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument(s): $* (see --help)" >&2; exit 1; }
 
