@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "asr_kd.nnet.commands",
     "asr_kd.distill.commands",
     "asr_kd.report.commands",
+    "asr_kd.deploy.commands",
 ]
 
 
