@@ -58,7 +58,8 @@ def quantize_int8(am: AcousticModel) -> nn.Module:
 
 def export_torchscript(model_file: Path, priors_file: Path, out: Path) -> None:
     am, spec = acoustic_model(model_file, priors_file)
-    with torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, but still the portable format
         traced = torch.jit.trace(am, torch.zeros(2, spec.input_dim))
     traced.save(str(out))
 
