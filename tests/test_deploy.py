@@ -309,3 +309,45 @@ def test_import_asr_kd_stays_light_and_exposes_load_model():
             "from asr_kd import load_model; from asr_kd.deploy.transcribe import load_model as f; assert load_model is f")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+# ---------------------------------------------------------------- choosing on dev, report sections
+
+def test_package_chooses_the_best_dev_frame_accuracy(system, tmp_path):
+    from asr_kd.deploy.package import choose_on_dev
+
+    dirs = []
+    for name, acc in (("student_T1", 0.50), ("student_T2", 0.61), ("student_T5", 0.58)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "eval_dev.json").write_text(json.dumps({"frame_acc": acc}))
+        dirs.append(d)
+    best, scores = choose_on_dev(dirs)
+    assert best.name == "student_T2" and scores[str(dirs[0])] == 0.50
+    (dirs[0] / "eval_dev.json").unlink()
+    with pytest.raises(AsrKdError, match="student_T1/eval_dev.json: missing"):
+        choose_on_dev(dirs)
+
+
+def test_report_shows_int8_next_to_fp32_and_plots_wer_against_latency(tmp_path):
+    from asr_kd.report.deploy import deploy_sections
+    from asr_kd.report.report import Run, System
+
+    deploy = tmp_path / "exp" / "deploy"
+    deploy.mkdir(parents=True)
+    for backend, acc, wer, ms in (("torch", 0.5687, 7.63, 13.1), ("int8", 0.5691, 7.76, 5.9)):
+        (deploy / f"eval_{backend}_test.json").write_text(json.dumps(
+            {"backend": backend, "frame_acc": acc, "params": 307188, "am_ms_per_s": ms, "wer": {"wer": wer}}))
+    bench = {"machine": {"load_avg_before": [1.0, 1.0, 1.0]}, "num_members": 4,
+             "params": {"ensemble": 1228752, "student": 307188},
+             "am_ms_per_s": {"1_thread": {"ensemble": {"cpu": 60.0}, "student_fp32_torch": {"cpu": 12.0},
+                                          "student_int8_torch": {"cpu": 5.0}}},
+             "goals": {"int8_vs_fp32_am_speedup": {"value": 2.4, "goal": ">= 2", "met": True}}}
+    (deploy / "bench_infer.json").write_text(json.dumps(bench))
+    ensemble = System("dnn_ensemble (arith, K=4)", "ensemble", tmp_path, {"test_wer": 6.99}, combination="arith")
+    parts, images = deploy_sections([Run(tmp_path / "exp", [ensemble], None, {})], tmp_path / "out", plots=True)
+    text = "\n".join(parts)
+    assert "| deploy | int8 (PyTorch dynamic) | 307188 | 56.91 | 7.76 | 5.90 |" in text
+    assert "| deploy | fp32 (PyTorch) | 307188 | 56.87 | 7.63 | 13.10 |" in text
+    assert "| ensemble | 1228752 | 60.00 | 6.99 |" in text and "| int8_vs_fp32_am_speedup | 2.4 | >= 2 | yes |" in text
+    assert images == ["wer_latency.png"] and (tmp_path / "out" / "wer_latency.png").stat().st_size > 1000

@@ -13,7 +13,9 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("package", help="trained model + graph -> self-contained model package (transcribe, ONNX)")
-    p.add_argument("model_dir", help="the network's exp dir (final.pt; decode_test/tuning.json if tuned on dev)")
+    p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR",
+                   help="the network's exp dir (final.pt; decode_test/tuning.json if tuned on dev); several: the one "
+                        "with the best dev frame accuracy (eval_dev.json) is packaged")
     p.add_argument("--graph", required=True, help="HCLG graph dir (its parent holds tree + final.mdl, or --hmm-dir)")
     p.add_argument("--feats", required=True, help="the network's training feature store (feature and CMVN config)")
     p.add_argument("--ali", required=True, help="the training alignment dir (priors.npy)")
@@ -45,9 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _package(args) -> None:
     from asr_kd.deploy.package import make_package
 
-    pkg = make_package(args.model_dir, args.graph, args.out, feats=args.feats, ali=args.ali, lang=args.lang,
+    pkg = make_package(args.model_dirs, args.graph, args.out, feats=args.feats, ali=args.ali, lang=args.lang,
                        hmm_dir=args.hmm_dir, tuning=args.tuning, onnx=False if args.no_onnx else None)
     d = pkg.decode
+    chosen = pkg.meta["chosen_on_dev"]
+    print(f"{pkg.path}: {chosen['chosen']} (dev frame acc of the candidates: {chosen['dev_frame_acc']})")
     print(f"{pkg.path}: {len(pkg.meta['files'])} files, CMVN {pkg.meta['cmvn_inference']['per']} at inference "
           f"(trained: {pkg.meta['cmvn_trained']['per']}), acoustic scale {d['acoustic_scale']:g}, "
           f"word penalty {d['word_penalty']:g}, onnx {'yes' if pkg.has_onnx else 'no'}")

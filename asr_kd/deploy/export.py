@@ -53,6 +53,7 @@ def quantize_int8(am: AcousticModel) -> nn.Module:
     """Dynamic int8 quantisation of the Linear layers (see the module docstring for why)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message="torch.quantize_per_tensor")  # the same deprecation, as a UserWarning
         return torch.ao.quantization.quantize_dynamic(am, {nn.Linear}, dtype=torch.qint8).eval()
 
 

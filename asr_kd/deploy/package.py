@@ -71,11 +71,12 @@ class Package:
         return "am.onnx" in self.meta["files"]
 
 
-def make_package(model_dir: str | os.PathLike, graph_dir: str | os.PathLike, out: str | os.PathLike, *,
+def make_package(model_dir: str | os.PathLike | list, graph_dir: str | os.PathLike, out: str | os.PathLike, *,
                  feats: str | os.PathLike, ali: str | os.PathLike, lang: str | os.PathLike,
                  hmm_dir: str | os.PathLike | None = None, tuning: str | os.PathLike | None = None,
                  onnx: bool | None = None) -> Package:
-    """Write the package for the network in `model_dir` (final.pt) decoded with `graph_dir`.
+    """Write the package for the network in `model_dir` (final.pt) decoded with `graph_dir`;
+    given a list of model dirs, the one with the best dev frame accuracy (`choose_on_dev`).
 
     feats: the network's training feature store (its feature and CMVN config); ali: the training
     alignment (priors.npy); lang: the lang dir (phones/align_lexicon.txt, phones/silence.int);
@@ -85,7 +86,8 @@ def make_package(model_dir: str | os.PathLike, graph_dir: str | os.PathLike, out
     """
     from asr_kd.deploy.export import export_onnx, export_torchscript, onnx_available
 
-    model_dir, graph_dir, lang = Path(model_dir), Path(graph_dir), Path(lang)
+    model_dir, candidates = choose_on_dev(model_dir if isinstance(model_dir, list) else [model_dir])
+    graph_dir, lang = Path(graph_dir), Path(lang)
     hmm_dir = Path(hmm_dir) if hmm_dir else graph_dir.parent
     store = load_features(feats)
     copies = {"model.pt": model_dir / "final.pt", "priors.npy": Path(ali) / "priors.npy",
@@ -110,6 +112,7 @@ def make_package(model_dir: str | os.PathLike, graph_dir: str | os.PathLike, out
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         write_json(tmp / "meta.json", {
             "format": FORMAT, "asr_kd_version": __version__, "environment": environment(),
+            "chosen_on_dev": {"dev_frame_acc": candidates, "chosen": str(model_dir)},
             "sources": {"model_dir": str(model_dir.resolve()), "graph_dir": str(graph_dir.resolve()),
                         "hmm_dir": str(hmm_dir.resolve()), "feats": str(store.path.resolve()),
                         "ali": str(Path(ali).resolve()), "lang": str(lang.resolve())},
@@ -120,6 +123,20 @@ def make_package(model_dir: str | os.PathLike, graph_dir: str | os.PathLike, out
     log.info("%s: package of %s (%d files; CMVN trained %s, applied %s at inference)", out, model_dir, len(files),
              trained.per, inference.per)
     return open_package(out)
+
+
+def choose_on_dev(model_dirs: list[str | os.PathLike]) -> tuple[Path, dict]:
+    """The model dir with the best dev frame accuracy (its eval_dev.json, written by eval-frames),
+    and {dir: dev frame accuracy} of every candidate (what the choice was made from)."""
+    scores = {}
+    for d in map(Path, model_dirs):
+        file = d / "eval_dev.json"
+        if len(model_dirs) > 1 and not file.is_file():
+            raise AsrKdError(f"{file}: missing; choosing among several models needs each one's dev frame accuracy "
+                             "(run eval-frames on dev)")
+        scores[d] = read_json(file)["frame_acc"] if file.is_file() else None
+    best = max(scores, key=lambda d: scores[d] if scores[d] is not None else -1.0)
+    return best, {str(d): v for d, v in scores.items()}
 
 
 def decode_settings(model_dir: Path, tuning: str | os.PathLike | None) -> dict:

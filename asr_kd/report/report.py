@@ -350,8 +350,12 @@ def write_report(exp_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
 
         images = [p for p in (plot_training_curves(runs, out / "training_curves.png"),
                               plot_temperature_sweep(runs, out / "temperature_sweep.png")) if p]
+    from asr_kd.report.deploy import deploy_sections
+
+    deploy_parts, deploy_images = deploy_sections(runs, out, plots)
     write_json(out / "results.json", results_json(runs, rows))
-    write_text(out / "RESULTS.md", results_markdown(runs, rows, [p.name for p in images]))
+    write_text(out / "RESULTS.md", results_markdown(runs, rows, [p.name for p in images] + deploy_images)
+               + "\n".join(["", *deploy_parts]))
     log.info("wrote %s", out / "RESULTS.md")
     return out / "RESULTS.md"
 
