@@ -1,13 +1,15 @@
 """Model package, transcribe, ONNX / TorchScript / int8 backends, word times, bad input (issue 13).
 
-The package is built from a tiny hand-made system (lexicon + bigram + monophone HMM + HCLG, as in
-test_graph_decode) and a small random network: the words it outputs mean nothing, but every
+The package is built from test_graph_decode's tiny hand-made system (lexicon + bigram +
+monophone HMM + HCLG) and a small random network: the words it outputs mean nothing, but every
 stage runs, and parity between backends, checksums, resampling and errors are all checkable.
 """
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,11 +21,7 @@ from asr_kd.config import to_dict
 from asr_kd.data.features import CmvnConfig, FeatureConfig, apply_cmvn, apply_cmvn_sliding, cmvn_stats, config_hash
 from asr_kd.data.store import write_store
 from asr_kd.errors import AsrKdError
-from asr_kd.lang.grammar import make_lang_test
-from asr_kd.lang.ngram import train_kneser_ney, write_arpa
-from asr_kd.lang.prepare_lang import prepare_lang
-from tests.test_graph_decode import LM_TEXT
-from tests.test_lang import make_dict
+from tests.test_graph_decode import system as graph_system  # noqa: F401 (a fixture, used by name)
 
 RATE = 16000
 
@@ -39,27 +37,17 @@ def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory):
+def system(graph_system):
     """Everything `asr-kd package` reads: network dir, graph (+ tree, final.mdl), store, priors, lang."""
-    from asr_kd.decode.graph import make_graph
-    from asr_kd.kaldi import gmm
     from asr_kd.nnet.models import ModelConfig, ModelSpec, init_model, save_final
 
-    root = tmp_path_factory.mktemp("deploy")
-    prepare_lang(make_dict(root), root / "lang")
-    write_arpa(train_kneser_ney([s.split() for s in LM_TEXT], 2), root / "lm.arpa")
-    make_lang_test(root / "lang", root / "lm.arpa", root / "lang_test")
-    tree, tm, am = gmm.init_mono(gmm.read_topology(root / "lang/topo"), np.zeros(2), np.ones(2))
-    (root / "mono").mkdir()
-    gmm.write_tree(root / "mono/tree", tree)
-    gmm.write_model(root / "mono/final.mdl", tm, am, tree)
-    make_graph(root / "lang_test", root / "mono", root / "mono/graph")
+    root, num_pdfs, _ = graph_system  # lang_test, mono/{tree,final.mdl}, graph/ of test_graph_decode
     spec = ModelSpec(ModelConfig(hidden_layers=2, hidden_dim=32), feat_dim=40, left_context=2, right_context=2,
-                     num_pdfs=tm.num_pdfs)
+                     num_pdfs=num_pdfs)
     (root / "dnn").mkdir()
     save_final(root / "dnn/final.pt", init_model(spec, seed=0).state_dict(), spec)
     (root / "ali").mkdir()
-    priors = np.random.default_rng(0).uniform(0.5, 1.5, tm.num_pdfs)
+    priors = np.random.default_rng(0).uniform(0.5, 1.5, num_pdfs)
     np.save(root / "ali/priors.npy", priors / priors.sum())
     cfg = FeatureConfig().resolved()
     cmvn = {**to_dict(CmvnConfig(per="sliding")), "applied": True}
@@ -80,8 +68,8 @@ def pkg(system):
     from asr_kd.deploy.package import make_package
 
     root = system
-    return make_package(root / "dnn", root / "mono/graph", root / "pkg", feats=root / "feats", ali=root / "ali",
-                        lang=root / "lang_test")
+    return make_package(root / "dnn", root / "graph", root / "pkg", feats=root / "feats", ali=root / "ali",
+                        lang=root / "lang_test", hmm_dir=root / "mono")
 
 
 def run_cli(*args, cwd=None):
@@ -351,3 +339,36 @@ def test_report_shows_int8_next_to_fp32_and_plots_wer_against_latency(tmp_path):
     assert "| deploy | fp32 (PyTorch) | 307188 | 56.87 | 7.63 | 13.10 |" in text
     assert "| ensemble | 1228752 | 60.00 | 6.99 |" in text and "| int8_vs_fp32_am_speedup | 2.4 | >= 2 | yes |" in text
     assert images == ["wer_latency.png"] and (tmp_path / "out" / "wer_latency.png").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------- ONNX parity on AN4 test (slow)
+
+AN4_RECIPE = Path(os.environ.get("ASR_KD_AN4_RECIPE", Path(__file__).resolve().parents[1] / "recipes" / "an4"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (AN4_RECIPE / "exp" / "tri1" / "graph_bg" / "HCLG.fst").is_file(),
+                    reason=f"no finished AN4 run at {AN4_RECIPE} (make an4, or set ASR_KD_AN4_RECIPE)")
+def test_onnx_parity_on_an4_test(tmp_path):
+    """Every AN4 test utterance: ONNX log-likelihoods within 1e-4 of PyTorch's, and the same words."""
+    pytest.importorskip("onnxruntime")
+    from asr_kd.data.features import load_features
+    from asr_kd.deploy.package import make_package
+    from asr_kd.deploy.transcribe import load_model
+
+    exp, data = AN4_RECIPE / "exp", AN4_RECIPE / "data"
+    students = sorted(exp.glob("student_T*[0-9]"))
+    pkg = make_package(students, exp / "tri1/graph_bg", tmp_path / "pkg", feats=data / "fbank/train",
+                       ali=exp / "tri1_ali", lang=data / "lang_test_bg")
+    torch_model, onnx_model = load_model(pkg.path, "torch"), load_model(pkg.path, "onnx")
+    store = load_features(data / "fbank/test")
+    scale = pkg.decode["acoustic_scale"]
+    worst, differ = 0.0, []
+    for utt in store.keys:
+        x = np.asarray(store[utt], np.float32)
+        a, b = torch_model.loglikes(x), onnx_model.loglikes(x)
+        worst = max(worst, float(np.abs(a - b).max()))
+        if torch_model.decoder.decode_one(utt, a, scale) != onnx_model.decoder.decode_one(utt, b, scale):
+            differ.append(utt)
+    print(f"AN4 test: {len(store.keys)} utterances, max |onnx - torch| = {worst:.3g}, word differences: {differ}")
+    assert worst < 1e-4 and differ == []
