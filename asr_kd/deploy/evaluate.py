@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def evaluate_package(package: str | os.PathLike, feats: str | os.PathLike, ali: str | os.PathLike,
                      text: str | os.PathLike | None = None, backend: str = "torch") -> dict:
-    """{backend, frame_acc, num_frames, wer (with `text`), am_ms_per_s, params, ...} on one set."""
+    """{backend, frame_acc, num_frames, wer (with `text`), am_ms_per_s (wall clock), params, ...} on one set."""
     from asr_kd.deploy.transcribe import load_model
 
     model = load_model(package, backend)

@@ -32,7 +32,7 @@ def deploy_table(runs) -> str:
     rows = package_evals(runs[0].exp_dir) if runs else []
     if not rows:
         return ""
-    lines = ["| package | backend | params | test frame acc % | test WER % | AM ms per s of audio |",
+    lines = ["| package | backend | params | test frame acc % | test WER % | AM ms per s of audio (wall clock, shared machine) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         wer = f"{r['wer']['wer']:.2f}" if "wer" in r else ""
