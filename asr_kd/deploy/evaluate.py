@@ -51,19 +51,19 @@ def evaluate_package(package: str | os.PathLike, feats: str | os.PathLike, ali: 
         raise AsrKdError(f"{feats}: no utterance with labels in {ali}")
     shift = model.feature_config.frame_shift_ms / 1000.0
     result = {"backend": backend, "package": str(model.package.path), "features": str(feats),
-              "frame_acc": correct / total, "num_frames": total, "params": count_params(model_module(model)),
+              "frame_acc": correct / total, "num_frames": total, "params": fp32_params(model),
               "am_ms_per_s": 1000.0 * am_seconds / (total * shift)}
     if text is not None:
         result.update(decode_and_score(model, matrices, text))
     return result
 
 
-def model_module(model):
-    """The network inside a backend (ONNX: the fp32 weights it was exported from)."""
+def fp32_params(model) -> int:
+    """Parameters of the packaged network (int8 Linear layers hide theirs in packed weights: the
+    count is the same network's)."""
     from asr_kd.nnet.models import load_model as load_net
 
-    module = getattr(model.acoustic_model, "module", None)
-    return module if module is not None else load_net(model.package.file("model.pt"))[0]
+    return count_params(load_net(model.package.file("model.pt"))[0])
 
 
 def decode_and_score(model, matrices: dict[str, np.ndarray], text: str | os.PathLike) -> dict:
