@@ -372,3 +372,27 @@ def test_onnx_parity_on_an4_test(tmp_path):
             differ.append(utt)
     print(f"AN4 test: {len(store.keys)} utterances, max |onnx - torch| = {worst:.3g}, word differences: {differ}")
     assert worst < 1e-4 and differ == []
+
+
+def test_eval_package_scores_frames_with_each_backend(pkg, tmp_path):
+    """Frame accuracy counts the posterior's argmax (log-likelihood + log prior) against the labels."""
+    from asr_kd.deploy.evaluate import evaluate_package
+    from asr_kd.deploy.transcribe import TorchBackend
+    from asr_kd.nnet.frames import FrameData
+    from asr_kd.nnet.models import count_params, load_model as load_net
+
+    model = TorchBackend(pkg)
+    feats = np.random.default_rng(3).normal(size=(30, 40)).astype(np.float32)
+    data = FrameData(torch.from_numpy(feats), torch.tensor([0, 30]), ["u1"])
+    loglikes = model(data.windows(torch.arange(30), 2, 2))
+    labels = (loglikes + np.log(np.load(pkg.file("priors.npy")))).argmax(1)
+    labels[:10] = (labels[:10] + 1) % model.spec.num_pdfs  # 10 of 30 frames wrong
+    write_store(tmp_path / "feats", [("u1", feats)], {"config": pkg.meta["features"], "dim": 40, "frame_shift_ms": 10.0,
+                                                      "config_hash": pkg.meta["feature_config_hash"]})
+    write_store(tmp_path / "ali", [("u1", labels.astype(np.int32))], {"num_pdfs": model.spec.num_pdfs}, dtype="int32")
+    params = count_params(load_net(pkg.file("model.pt"))[0])
+    torch_result = evaluate_package(pkg.path, tmp_path / "feats", tmp_path / "ali", backend="torch")
+    assert torch_result["frame_acc"] == pytest.approx(20 / 30) and torch_result["num_frames"] == 30
+    int8_result = evaluate_package(pkg.path, tmp_path / "feats", tmp_path / "ali", backend="int8")
+    assert torch_result["params"] == int8_result["params"] == params
+    assert abs(int8_result["frame_acc"] - 20 / 30) <= 0.1
