@@ -70,7 +70,7 @@ def latency_table(points, bench: dict) -> str:
     k = bench.get("num_members")
     lines = [f"Acoustic model only, one utterance per call, CPU time of the benchmark process (the machine may be "
              f"shared: load average {bench['machine'].get('load_avg_before')}); ensemble K = {k}.\n",
-             "| system | params | AM ms per s of audio (1 thread) | test WER % |", "|---|---|---|---|"]
+             "| benchmarked model | params | AM ms per s of audio (1 thread) | test WER % |", "|---|---|---|---|"]
     lines += [f"| {n} | {p} | {ms:.2f} | {'' if w is None else f'{w:.2f}'} |" for n, p, ms, w in points]
     goals = bench.get("goals", {})
     if goals:
@@ -85,7 +85,7 @@ def size_table(runs) -> str:
     if len({s.values.get("params") for s in systems}) < 2:
         return ""
     systems.sort(key=lambda s: (-(s.values.get("params") or 0), s.kind, s.name))
-    lines = ["| system | kind | params | epochs | dev frame acc % | test frame acc % | test WER % |",
+    lines = ["| model | kind | params | epochs | dev frame acc % | test frame acc % | test WER % |",
              "|---|---|---|---|---|---|---|"]
     for s in systems:
         v = s.values
