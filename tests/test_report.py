@@ -123,3 +123,18 @@ def test_empty_exp_dir_is_an_error(tmp_path):
     (tmp_path / "exp").mkdir()
     with pytest.raises(AsrKdError, match="no results found"):
         collect_run(tmp_path / "exp")
+
+
+def test_gain_kept_uses_the_baseline_of_the_students_size():
+    """A smaller student's hard-label twin (dnn_2x128) is its baseline; the 2 x 256 student keeps `dnn`."""
+    from asr_kd.report.report import System, add_gain_kept
+
+    def system(name, kind, params, acc, combination=None):
+        return System(name, kind, Path(name), {"params": params, "test_frame_acc": acc}, combination=combination)
+
+    systems = [system("dnn", "baseline", 300, 0.50), system("dnn_2x128", "baseline", 130, 0.40),
+               system("dnn_ensemble (arith, K=4)", "ensemble", 1200, 0.60, "arith"),
+               system("student_T2", "student", 300, 0.58, "arith"), system("student_T2_2x128", "student", 130, 0.50, "arith")]
+    add_gain_kept(systems)
+    assert systems[3].values["gain_kept"] == pytest.approx(0.8)   # (0.58 - 0.50) / (0.60 - 0.50)
+    assert systems[4].values["gain_kept"] == pytest.approx(0.5)   # (0.50 - 0.40) / (0.60 - 0.40)

@@ -202,16 +202,16 @@ def gain_kept(student: float, baseline: float, ensemble: float) -> float | None:
 
 def add_gain_kept(systems: list[System]) -> None:
     """Students' gain kept on test frame accuracy, against the baseline and the ensemble combined
-    the way their teacher was (a cached geo teacher -> the geo row)."""
+    the way their teacher was (a cached geo teacher -> the geo row). With several baselines (a
+    smaller student's hard-label twin, `dnn_<L>x<D>`), each student's is the one of its size."""
     baselines = [s for s in systems if s.kind == "baseline" and "test_frame_acc" in s.values]
-    if len(baselines) != 1:
-        return
-    base = baselines[0].values["test_frame_acc"]
     ensembles = {s.combination: s for s in systems if s.kind == "ensemble" and "test_frame_acc" in s.values}
     for s in systems:
         teacher = ensembles.get(s.combination or "arith") or next(iter(ensembles.values()), None)
-        if s.kind == "student" and teacher and "test_frame_acc" in s.values:
-            g = gain_kept(s.values["test_frame_acc"], base, teacher.values["test_frame_acc"])
+        same_size = [b for b in baselines if b.values.get("params") == s.values.get("params")]
+        base = baselines if len(baselines) == 1 else same_size
+        if s.kind == "student" and teacher and "test_frame_acc" in s.values and len(base) == 1:
+            g = gain_kept(s.values["test_frame_acc"], base[0].values["test_frame_acc"], teacher.values["test_frame_acc"])
             if g is not None:
                 s.values["gain_kept"] = g
 
