@@ -6,6 +6,8 @@ import logging
 import time
 from pathlib import Path
 
+from asr_kd.config import to_dict
+from asr_kd.expdir import write_system
 from asr_kd.parallel import add_job_args, jobs_from_args
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ def _train_mono(args) -> None:
     cfg = load_config(MonoConfig, args.config, _overrides(args, num_utts=args.num_utts))
     start = time.time()
     out = train_mono(args.feats, _texts(args.data_dir), args.lang_dir, args.out_dir, cfg, jobs_from_args(args))
+    write_system(out, "gmm", stage="mono", config=to_dict(cfg))
     print(f"train-mono: {out}/final.mdl in {time.time() - start:.1f} s")
 
 
@@ -88,6 +91,7 @@ def _train_tri(args) -> None:
     start = time.time()
     out = train_tri(args.feats, _texts(args.data_dir), args.lang_dir, args.ali_dir, args.out_dir, cfg,
                     jobs_from_args(args))
+    write_system(out, "gmm", stage="tri", config=to_dict(cfg))
     print(f"train-tri: {out}/final.mdl in {time.time() - start:.1f} s")
 
 

@@ -24,7 +24,7 @@ from asr_kd.data.store import RaggedStore
 from asr_kd.errors import AsrKdError
 from asr_kd.expdir import ExpDir
 from asr_kd.kaldi import gmm
-from asr_kd.parallel import Jobs, run_shards
+from asr_kd.parallel import Jobs, held_pool, run_shards
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,12 @@ class TriConfig:
 def train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: str | Path, ali_dir: str | Path,
               out_dir: str | Path, cfg: TriConfig | None = None, jobs: Jobs = Jobs()) -> Path:
     """Train a triphone system into `out_dir` (final.mdl, tree, N.mdl, log/) from `ali_dir`. Returns out_dir."""
+    with held_pool(jobs):  # one process pool for all ~40 passes
+        return _train_tri(feats, texts, lang_dir, ali_dir, out_dir, cfg, jobs)
+
+
+def _train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: str | Path, ali_dir: str | Path,
+               out_dir: str | Path, cfg: TriConfig | None, jobs: Jobs) -> Path:
     cfg = cfg or TriConfig()
     feats = feats if isinstance(feats, RaggedStore) else RaggedStore(feats)
     lang, ali_dir = load_lang(lang_dir), Path(ali_dir)
@@ -68,7 +74,7 @@ def train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: 
         start, tm, am = resumed
     else:
         ali = convert_alignment({u: np.asarray(old_ali[u]) for u in texts}, old_tm, old_tree, tm, tree)
-        save_alignment(out / "ali.npz", ali, 0)
+        save_alignment(out / "ali", ali, 0)
         gmm.write_model(out / "1.mdl", tm, am, tree)
     inc = max((cfg.tot_gauss - cfg.num_leaves) // cfg.max_iter_inc, 0)
     num_gauss = cfg.num_leaves + inc * min(start - 1, cfg.max_iter_inc)

@@ -102,6 +102,7 @@ class TrainResult:
     best_epoch: int
     dev_frame_acc: list[float]  # per member, at the best epoch
     last_epoch: int
+    best_epochs: list[int] = field(default_factory=list)  # per member (stacked members stop on their own)
 
 
 # ---------------------------------------------------------------- public API: one model ------
@@ -146,6 +147,8 @@ class Learner(Protocol):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor: ...  # (K, B, D) -> (K, B, P)
     def clip_grad(self, max_norm: float) -> None: ...
+    def member_params(self) -> list[list[torch.Tensor]]: ...  # one optimizer param group per member
+    def member_grads(self, active: list[bool]) -> None: ...  # hand active members' gradients to their groups
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
     def member_states(self, state: dict) -> list[dict]: ...
@@ -180,6 +183,12 @@ class SingleLearner:
 
     def clip_grad(self, max_norm: float) -> None:
         torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
+
+    def member_params(self) -> list[list[torch.Tensor]]:
+        return [list(self.module.parameters())]
+
+    def member_grads(self, active: list[bool]) -> None:
+        """The one member's gradients are already on its parameters."""
 
     def state_dict(self) -> dict:
         return self.module.state_dict()
@@ -232,6 +241,33 @@ class LRSchedule:
         return epoch >= cfg.max_epochs or st["halvings"] > cfg.newbob_max_halvings
 
 
+class MemberSchedules:
+    """One LRSchedule per member: stacked members halve their LR and stop on their own dev accuracy,
+    exactly as if each were trained alone; member k's LR goes to optimizer param group k."""
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int, k: int):
+        self.members = [LRSchedule(cfg, steps_per_epoch) for _ in range(k)]
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        for schedule, group in zip(self.members, optimizer.param_groups):
+            group["lr"] = schedule.lr_for_step()
+            schedule.state["step"] += 1
+
+    @property
+    def state(self) -> dict | list[dict]:
+        """A single model's state is one dict, as in checkpoints written before members had their own."""
+        states = [s.state for s in self.members]
+        return states[0] if len(states) == 1 else states
+
+    @state.setter
+    def state(self, value: dict | list[dict]) -> None:
+        values = [value] * len(self.members) if isinstance(value, dict) else value
+        if len(values) != len(self.members):
+            raise AsrKdError(f"checkpoint holds {len(values)} member schedules, this run has {len(self.members)}")
+        for schedule, v in zip(self.members, values):
+            schedule.state = dict(v)
+
+
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -248,6 +284,27 @@ class LoopState:
     best_acc: float = -1.0
     best_member_acc: list[float] = field(default_factory=list)
     stopped: bool = False
+    member_best_epoch: list[int] = field(default_factory=list)  # each member's own best dev epoch
+    member_stopped: list[bool] = field(default_factory=list)  # a stopped member's weights no longer change
+
+    def members(self, k: int) -> None:
+        """Per-member fields for K members (a checkpoint from before they existed: the shared values)."""
+        if len(self.member_best_epoch) != k:
+            self.member_best_epoch = [self.best_epoch] * k
+            self.member_stopped = [self.stopped] * k
+            self.best_member_acc = list(self.best_member_acc) or [-1.0] * k
+
+    def end_epoch(self, epoch: int, schedules: MemberSchedules, accs: list[float]) -> None:
+        """Each member still training: its schedule's stop decision and its own best epoch."""
+        for m, (schedule, acc) in enumerate(zip(schedules.members, accs)):
+            if self.member_stopped[m]:
+                continue
+            self.member_stopped[m] = schedule.end_epoch(epoch, acc)
+            if acc > self.best_member_acc[m]:
+                self.member_best_epoch[m], self.best_member_acc[m] = epoch, acc
+        self.stopped = all(self.member_stopped)
+        self.best_epoch = self.member_best_epoch[0]
+        self.best_acc = sum(self.best_member_acc) / len(self.best_member_acc)
 
 
 @dataclass
@@ -301,9 +358,10 @@ def run_training(learner: Learner, cfg: TrainConfig, train: Frames, dev: Frames,
     if dev.num_labelled_frames() == 0:
         raise AsrKdError(f"{dev.name}: the dev set has no labels (needed for the LR schedule)")
     steps = epoch_steps(cfg, math.ceil(epochs.num_frames / cfg.batch_size))
-    optimizer = make_optimizer(cfg, learner.module.parameters())
-    schedule = LRSchedule(cfg, steps)
+    optimizer = make_optimizer(cfg, [{"params": ps} for ps in learner.member_params()])
+    schedule = MemberSchedules(cfg, steps, learner.k)
     state = LoopState()
+    state.members(learner.k)
     torch.manual_seed(seeds[0])  # dropout masks; a resumed run restores the RNG state instead
     with _log_into(exp, ranks):
         resume(exp, cfg, learner, optimizer, schedule, epochs, state)
@@ -312,7 +370,7 @@ def run_training(learner: Learner, cfg: TrainConfig, train: Frames, dev: Frames,
             if state.epoch == 0:
                 ExpDir.create(exp.path, cfg, log_name="train")
         _epochs(learner, cfg, dev, exp, epochs, optimizer, schedule, state, loss_fn, ranks)
-    return TrainResult(exp.path, state.best_epoch, state.best_member_acc, state.epoch)
+    return TrainResult(exp.path, state.best_epoch, state.best_member_acc, state.epoch, state.member_best_epoch)
 
 
 @contextlib.contextmanager
@@ -336,15 +394,15 @@ def _epochs(learner, cfg, dev, exp, epochs: Epochs, optimizer, schedule, state, 
     while not state.stopped:
         epoch = state.epoch + 1
         t0 = time.time()
-        train_stats, trained = run_epoch(learner, cfg, epochs, optimizer, schedule, loss_fn, epoch, autocast, ranks)
+        active = [not s for s in state.member_stopped]
+        train_stats, trained = run_epoch(learner, cfg, epochs, optimizer, schedule, loss_fn, epoch, autocast, ranks,
+                                         active)
         seconds = time.time() - t0
         dev_stats = member_metrics(learner, dev, cfg, autocast, ranks)
-        mean_acc = sum(dev_stats["frame_acc"]) / learner.k
-        state.stopped = schedule.end_epoch(epoch, mean_acc)
-        if mean_acc > state.best_acc:
-            state.best_epoch, state.best_acc, state.best_member_acc = epoch, mean_acc, dev_stats["frame_acc"]
+        lrs = [group["lr"] for group in optimizer.param_groups]  # before end_epoch halves them
+        state.end_epoch(epoch, schedule, dev_stats["frame_acc"])
         state.epoch = epoch
-        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **train_stats,
+        record = {"epoch": epoch, "lr": _one_or_all(lrs), **train_stats,
                   "dev_ce": _one_or_all(dev_stats["ce"]), "dev_frame_acc": _one_or_all(dev_stats["frame_acc"]),
                   "frames_per_s": round(trained * learner.k / seconds, 1), "epoch_s": round(seconds, 2)}
         if ranks.main:
@@ -366,10 +424,13 @@ def epoch_steps(cfg: TrainConfig, full_steps: int) -> int:
     return min(full_steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else full_steps
 
 
-def run_epoch(learner: Learner, cfg: TrainConfig, epochs: Epochs, optimizer, schedule: LRSchedule,
-              loss_fn: LossFn | None, epoch: int, autocast: bool, ranks: Ranks = SINGLE) -> tuple[dict, int]:
+def run_epoch(learner: Learner, cfg: TrainConfig, epochs: Epochs, optimizer, schedule: MemberSchedules,
+              loss_fn: LossFn | None, epoch: int, autocast: bool, ranks: Ranks = SINGLE,
+              active: list[bool] | None = None) -> tuple[dict, int]:
     """One pass over the epoch's frames (the first cfg.max_steps_per_epoch batches when capped), each
-    member in its own random order; returns (mean train metrics, frames trained per member)."""
+    member in its own random order; returns (mean train metrics, frames trained per member).
+    Only `active` members (default: all) are updated: a member that has stopped keeps its weights."""
+    active = active or [True] * learner.k
     learner.module.train()
     train = epochs.train
     sums: dict[str, torch.Tensor] = {}
@@ -405,9 +466,11 @@ def run_epoch(learner: Learner, cfg: TrainConfig, epochs: Epochs, optimizer, sch
             if (step - 1) % check_every == 0 or step == steps:
                 _check_finite(first_bad, epoch, steps)
             optimizer.zero_grad(set_to_none=True)
+            learner.module.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
                 learner.clip_grad(cfg.grad_clip)
+            learner.member_grads(active)
             optimizer.step()
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + torch.as_tensor(value, device=train.device).detach().float()
@@ -482,7 +545,7 @@ def checkpoint_dir(exp: ExpDir) -> Path:
     return exp.path / "checkpoints"
 
 
-def save_checkpoint(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule: LRSchedule,
+def save_checkpoint(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule: MemberSchedules,
                     epochs: Epochs, state: LoopState) -> None:
     """Atomically write checkpoints/epoch_N.pt, then prune old ones (keeping the best epoch's)."""
     blob = {
@@ -496,7 +559,7 @@ def save_checkpoint(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(ckpt_dir / f"epoch_{state.epoch}.pt") as tmp:
         torch.save(blob, tmp)
-    keep = {state.best_epoch} | set(range(state.epoch - cfg.keep_checkpoints + 1, state.epoch + 1))
+    keep = set(state.member_best_epoch) | set(range(state.epoch - cfg.keep_checkpoints + 1, state.epoch + 1))
     for old in ckpt_dir.glob("epoch_*.pt"):
         if _epoch_of(old) not in keep:
             old.unlink()
@@ -511,7 +574,7 @@ def last_checkpoint(exp: ExpDir) -> Path | None:
     return files[-1] if files else None
 
 
-def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule: LRSchedule,
+def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule: MemberSchedules,
            epochs: Epochs, state: LoopState) -> None:
     """Restore model, optimizer, schedule, RNG and generator states from the last checkpoint, if any."""
     path = last_checkpoint(exp)
@@ -529,8 +592,12 @@ def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule:
                          f"would use {epochs.train.layout()} (another data.max_resident_frames or free memory); set "
                          f"data.max_resident_frames to the old budget, or use a new exp dir")
     learner.load_state_dict(blob["model"])
+    if len(blob["optimizer"]["param_groups"]) != len(optimizer.param_groups):
+        raise AsrKdError(f"{exp.path}: its checkpoints come from a stacked run whose members shared one optimizer "
+                         f"group (before members had their own LR); use a new exp dir or delete "
+                         f"{checkpoint_dir(exp)}")
     optimizer.load_state_dict(blob["optimizer"])
-    schedule.state = dict(blob["schedule"])
+    schedule.state = blob["schedule"]
     for gen, gen_state in zip(epochs.gens, blob["generators"]):
         gen.set_state(gen_state)
     torch.set_rng_state(blob["torch_rng"])
@@ -538,6 +605,7 @@ def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule:
         torch.cuda.set_rng_state_all(blob["cuda_rng"])
     for key, value in blob["loop"].items():
         setattr(state, key, value)
+    state.members(learner.k)
     log.info("%s: resumed after epoch %d", exp.path, state.epoch)
 
 
@@ -550,10 +618,14 @@ def _truncate_metrics(path: Path, last_epoch: int) -> None:
 
 
 def best_member_states(result: TrainResult, learner: Learner) -> list[dict]:
-    """Each member's weights at the best (mean dev accuracy) epoch, read from its checkpoint."""
-    path = checkpoint_dir(ExpDir(result.exp_dir)) / f"epoch_{result.best_epoch}.pt"
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    return learner.member_states(blob["model"])
+    """Each member's weights at its own best dev epoch, read from that epoch's checkpoint."""
+    epochs = result.best_epochs or [result.best_epoch] * learner.k
+    states = {}
+    for e in sorted(set(epochs)):
+        blob = torch.load(checkpoint_dir(ExpDir(result.exp_dir)) / f"epoch_{e}.pt", map_location="cpu",
+                          weights_only=False)
+        states[e] = learner.member_states(blob["model"])
+    return [states[e][m] for m, e in enumerate(epochs)]
 
 
 def read_metrics(exp_dir: str | Path) -> list[dict]:

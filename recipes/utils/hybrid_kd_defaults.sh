@@ -46,6 +46,7 @@ acoustic_scales=0.05,0.0667,0.0833,0.1  # scales tried on dev; the best (scale, 
 word_penalties=0,1       # word insertion penalties tried on dev (Kaldi's scoring tries 0 0.5 1)
 beam=11.0                # decoder beam (Kaldi's default 13 decodes AN4 dev to the same WER, 2x slower)
 max_active=7000          # decoder: most active states per frame
+score_map=               # token map applied to ref and hyp before scoring (TIMIT: 48 -> 39 phones); empty = none
 speed_perturb=""         # e.g. "0.9 1.0 1.1": DNNs train on train_sp (Kaldi's 3-way speed perturbation),
                          # aligned with tri1; empty = off (no gain shown on AN4: recipes/an4/README.md)
 keep_loglikes=false      # keep the per-system log-likelihood stores after decoding (large)
