@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "asr_kd.distill.commands",
     "asr_kd.distill.commands_specialists",
     "asr_kd.report.commands",
+    "asr_kd.deploy.commands",
 ]
 
 

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("fbank", "mfcc")
 BACKENDS = ("kaldi-native-fbank", "torchaudio")
-CMVN_UNITS = ("speaker", "utterance", "none")
+CMVN_UNITS = ("speaker", "utterance", "sliding", "none")
 INT16_SCALE = 32768.0  # Kaldi computes on int16-valued samples; soundfile gives [-1, 1)
 VAR_FLOOR = 1.0e-20    # Kaldi apply-cmvn's variance floor
 
@@ -100,14 +100,21 @@ class FeatureConfig:
 
 @dataclass
 class CmvnConfig:
-    """Cepstral mean (and variance) normalisation, Kaldi's apply-cmvn, with stats per speaker."""
+    """Cepstral mean (and variance) normalisation: Kaldi's apply-cmvn with stats per speaker or per
+    utterance, or apply-cmvn-sliding (`per: sliding`). The last two need no speaker statistics, so
+    a model trained with them sees at inference on a lone audio file what it saw in training."""
     mean: bool = True
     var: bool = False
-    per: str = "speaker"  # "speaker" | "utterance" | "none"
+    per: str = "speaker"  # "speaker" | "utterance" | "sliding" | "none"
+    window: int = 600     # sliding: frames in the window (Kaldi --cmn-window)
+    center: bool = True   # sliding: window centred on the frame (Kaldi --center; its default is false)
+    min_window: int = 100  # sliding, center false: the least frames used at the start (Kaldi --min-cmn-window)
 
     def check(self) -> "CmvnConfig":
         if self.per not in CMVN_UNITS:
             raise AsrKdError(f"cmvn per {self.per!r}: expected one of {CMVN_UNITS}")
+        if self.per == "sliding" and (self.window < 1 or self.min_window < 1):
+            raise AsrKdError(f"cmvn sliding window {self.window}, min_window {self.min_window}: both must be >= 1")
         return self
 
     @property
@@ -232,6 +239,52 @@ def apply_cmvn(feats: np.ndarray, stats: np.ndarray, cfg: CmvnConfig) -> np.ndar
     return out.astype(np.float32)
 
 
+def sliding_bounds(num_frames: int, cfg: CmvnConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Kaldi SlidingWindowCmnInternal's window [start, end) of every frame: shifted right at the
+    start and left at the end so it keeps `window` frames where the utterance has them."""
+    t = np.arange(num_frames)
+    if cfg.center:
+        start = t - cfg.window // 2
+        end = start + cfg.window
+    else:
+        start, end = t - cfg.window, t + 1
+    end = np.where(start < 0, end - start, end)
+    start = np.maximum(start, 0)
+    if not cfg.center:
+        end = np.where(end > t, np.maximum(t + 1, cfg.min_window), end)
+    over = np.maximum(end - num_frames, 0)
+    start, end = np.maximum(start - over, 0), end - over
+    return start, end
+
+
+def apply_cmvn_sliding(feats: np.ndarray, cfg: CmvnConfig) -> np.ndarray:
+    """Kaldi apply-cmvn-sliding: each frame minus the mean of its window (`sliding_bounds`); with
+    `var`, divided by the window's std. Cumulative sums make it O(frames x dim) for any window."""
+    x = np.asarray(feats, dtype=np.float64)
+    if len(x) == 0:
+        return x.astype(np.float32)
+    start, end = sliding_bounds(len(x), cfg)
+    count = (end - start)[:, None].astype(np.float64)
+    csum = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
+    mean = (csum[end] - csum[start]) / count
+    out = x - mean if (cfg.mean or cfg.var) else x
+    if cfg.var:
+        csq = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x * x, axis=0)])
+        var = np.maximum((csq[end] - csq[start]) / count - mean**2, VAR_FLOOR)
+        out = out / np.sqrt(var)
+    return out.astype(np.float32)
+
+
+def normalise_utterance(feats: np.ndarray, cfg: CmvnConfig) -> np.ndarray:
+    """CMVN from the utterance alone: per-utterance stats or the sliding window. A config `per:
+    speaker` gets per-utterance stats here (one file has no speaker to pool over)."""
+    if not cfg.active:
+        return np.asarray(feats, dtype=np.float32)
+    if cfg.per == "sliding":
+        return apply_cmvn_sliding(feats, cfg)
+    return apply_cmvn(feats, cmvn_stats(feats), cfg)
+
+
 # ---------------------------------------------------------------- pass 1, one shard per job
 
 def utterance_features(data: DataDir, utt: str, cfg: FeatureConfig) -> tuple[np.ndarray | None, int, str | None]:
@@ -353,7 +406,7 @@ def cmvn_unit(utt: str, data: DataDir, cmvn: CmvnConfig) -> str:
 def speaker_stats(raw: list[RaggedStore], data: DataDir, cmvn: CmvnConfig) -> dict[str, np.ndarray]:
     """Kaldi compute-cmvn-stats per speaker (or per utterance): unit -> (2, dim + 1) stats."""
     stats: dict[str, np.ndarray] = {}
-    if not cmvn.active:
+    if not cmvn.active or cmvn.per == "sliding":
         return stats
     for utt, feats in raw_items(raw):
         unit = cmvn_unit(utt, data, cmvn)
@@ -368,7 +421,9 @@ def write_normalised(raw: list[RaggedStore], out_dir: Path, cfg: FeatureConfig, 
     num_samples = np.concatenate([np.load(store.path / "num_samples.npy") for store in raw])
     with RaggedStoreWriter(out_dir, cfg.dtype) as writer:
         for utt, feats in raw_items(raw):
-            if cmvn.active:
+            if cmvn.active and cmvn.per == "sliding":
+                feats = apply_cmvn_sliding(feats, cmvn)
+            elif cmvn.active:
                 feats = apply_cmvn(feats, stats[cmvn_unit(utt, data, cmvn)], cmvn)
             writer.add(utt, add_deltas(feats, cfg.deltas, cfg.delta_window))
         units = sorted(stats)

@@ -137,3 +137,19 @@ def _save(fig, path: Path) -> Path:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
     return path
+
+
+def plot_wer_latency(points, path: Path) -> Path | None:
+    """Test WER against acoustic-model ms per second of audio (one thread), one point per system."""
+    points = [(n, p, ms, w) for n, p, ms, w in points if w is not None]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, params, ms, wer in points:
+        ax.plot(ms, wer, "o")
+        ax.annotate(f"{name} ({params / 1e3:.0f}k)", (ms, wer), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("acoustic model ms per s of audio (1 thread, CPU time)")
+    ax.set_ylabel("test WER %")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

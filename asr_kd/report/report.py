@@ -524,8 +524,13 @@ def write_report(exp_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, 
         from asr_kd.report.plots import PLOTS
 
         rep.images = [p.name for plot in PLOTS if (p := plot(rep, out))]
+    from asr_kd.report.deploy import deploy_sections
+
+    deploy_parts, deploy_images = deploy_sections(runs, out, plots)
+    rep.images += deploy_images
     write_json(out / "results.json", results_json(rep))
-    write_text(out / "RESULTS.md", "\n".join(part for section in SECTIONS if (part := section(rep))))
+    write_text(out / "RESULTS.md", "\n".join(part for section in SECTIONS if (part := section(rep)))
+               + "\n".join(["", *deploy_parts]))
     log.info("wrote %s", out / "RESULTS.md")
     return out / "RESULTS.md"
 

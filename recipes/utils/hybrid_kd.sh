@@ -25,6 +25,8 @@ arpa=${lm:-$data/local/lm_bg.arpa}   # --lm FILE: decode with that ARPA LM inste
 [ -z "$lm" ] || [ -f "$lm" ] || { echo "$0: --lm $lm: no such ARPA file" >&2; exit 1; }
 mfcc=$data/mfcc                      # $mfcc/<set>: MFCC + deltas, CMN (GMM input)
 fbank=$data/fbank                    # $fbank/<set>: 40 log-mel, CMN (DNN input)
+fbank_step=fbank                     # marker prefix: another CMVN is another feature store and marker
+if [ "$dnn_cmvn" != speaker ]; then fbank=$data/fbank_$dnn_cmvn; fbank_step=fbank_$dnn_cmvn; fi
 gmm_exp=${gmm_exp:-$exp}
 mono=$gmm_exp/mono
 tri1=$gmm_exp/tri1
@@ -43,8 +45,15 @@ dnn_feats=$fbank/$dnn_train
 dnn_ali=$(ali_of $dnn_train)
 model_size=(--set model.hidden_layers=$hidden_layers --set model.hidden_dim=$hidden_dim
             --set max_epochs=$max_epochs --set device=$device --set seed=$seed)
-student_size=(--set student.model.hidden_layers=$hidden_layers --set student.model.hidden_dim=$hidden_dim
+student_layers=${student_layers:-$hidden_layers}; student_hidden_dim=${student_hidden_dim:-$hidden_dim}
+student_suffix=""                    # a student smaller (or larger) than the members: size in its dir names
+if [ "$student_layers x $student_hidden_dim" != "$hidden_layers x $hidden_dim" ]; then
+  student_suffix=_${student_layers}x$student_hidden_dim
+fi
+student_size=(--set student.model.hidden_layers=$student_layers --set student.model.hidden_dim=$student_hidden_dim
               --set student.max_epochs=$max_epochs --set student.device=$device --set student.seed=$seed)
+hard_twin=$exp/dnn$student_suffix    # the student's size trained on hard labels alone (= $dnn when same size)
+deploy=$exp/deploy$student_suffix    # package/ of the dev-chosen student, eval_<backend>_test.json
 member_seed=$((100 * (seed - 1) + 2))  # members' seeds: member_seed, member_seed + 1, ...
 soft_terms="{soft_ce: 1.0, hard_ce: $hard_weight}"
 nnet_device=$device; [ "$device" = auto ] && nnet_device=$("$python" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
@@ -129,7 +138,8 @@ hybrid_kd_stages() {
     fi
     for set in $sets; do
       step mfcc_$set kd compute-features --config "$mfcc_conf" "${job_opts[@]}" "${set_dir[$set]}" "$mfcc/$set"
-      step fbank_$set kd compute-features --config "$fbank_conf" "${job_opts[@]}" "${set_dir[$set]}" "$fbank/$set"
+      step ${fbank_step}_$set kd compute-features --config "$fbank_conf" --set cmvn.per=$dnn_cmvn "${job_opts[@]}" \
+        "${set_dir[$set]}" "$fbank/$set"
     done
   fi
 
@@ -178,10 +188,15 @@ hybrid_kd_stages() {
           --out "$cache" --combination "$combination" --temperature "$t" --device "$nnet_device"
         teacher=(--teacher-cache "$cache")
       fi
-      step distill_T$t kd distill --config "$distill_conf" "${student_size[@]}" "${teacher[@]}" \
+      step distill_T$t$student_suffix kd distill --config "$distill_conf" "${student_size[@]}" "${teacher[@]}" \
         --set loss.temperature=$t --set "loss.terms=$soft_terms" \
-        "$dnn_feats" "$dnn_ali" "$fbank/dev" "${ali}_dev" "$exp/student_T$t"
+        "$dnn_feats" "$dnn_ali" "$fbank/dev" "${ali}_dev" "$exp/student_T$t$student_suffix"
     done
+    if [ -n "$student_suffix" ]; then  # the same size on hard labels alone: what distillation is compared with
+      step train_dnn$student_suffix kd train --config "$dnn_conf" "${model_size[@]}" \
+        --set model.hidden_layers=$student_layers --set model.hidden_dim=$student_hidden_dim \
+        "$dnn_feats" "$dnn_ali" "$fbank/dev" "${ali}_dev" "$hard_twin"
+    fi
     if [ "$regularizer_fraction" != 0 ]; then
       step regularizer kd regularizer --config "$distill_conf" "${student_size[@]}" \
         --set student.max_epochs=$regularizer_epochs --set student.min_epochs=$((regularizer_epochs / 3)) \
@@ -204,9 +219,20 @@ hybrid_kd_stages() {
     for c in arith geo; do
       decode_dnn ensemble_$c "$ensemble/combine_$c" $c "$ensemble"
     done
+    if [ -n "$student_suffix" ]; then decode_dnn dnn$student_suffix "$hard_twin" arith "$hard_twin"; fi
+    students=()
     for t in $temperatures; do
-      decode_dnn student_T$t "$exp/student_T$t" arith "$exp/student_T$t"
+      decode_dnn student_T$t$student_suffix "$exp/student_T$t$student_suffix" arith "$exp/student_T$t$student_suffix"
+      students+=("$exp/student_T$t$student_suffix")
     done
+    if [ "$package" = true ]; then  # the dev-chosen student as a product: package, fp32 and int8 on test
+      fresh_step package$student_suffix "$deploy/package" kd package "${students[@]}" --graph "$graph" --feats "$dnn_feats" \
+        --ali "$dnn_ali" --lang "$lang_test" --out "$deploy/package"
+      for backend in torch int8; do
+        fresh_step eval_package${student_suffix}_$backend "$deploy/eval_${backend}_test.json" kd eval-package "$deploy/package" \
+          "$fbank/test" "${ali}_test" --text "$test_dir/text" --backend $backend --out "$deploy/eval_${backend}_test.json"
+      done
+    fi
   fi
 
   if in_stage 9; then

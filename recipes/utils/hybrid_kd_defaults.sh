@@ -28,6 +28,13 @@ num_leaves=auto          # tri1: tied HMM states (= DNN output classes); auto: f
 tot_gauss=auto           # tri1: total Gaussians; auto: as num_leaves (RM 9000, WSJ 15000, LibriSpeech 40000)
 hidden_layers=2          # DNN depth: baseline, every ensemble member and every student (paper: 8)
 hidden_dim=256           # DNN width (paper: 2560)
+student_layers=          # student depth; empty = --hidden-layers. A smaller student than the members gets
+student_hidden_dim=      # its size in its dir name (student_T<T>_<L>x<D>) and a hard-label twin (dnn_<L>x<D>)
+dnn_cmvn=speaker         # CMVN of the DNN features: speaker | utterance | sliding (Kaldi apply-cmvn-sliding,
+                         # 600 frames centred): the last two need no speaker stats, so a packaged model sees at
+                         # test time what it saw in training. Not speaker: features in $data/fbank_<cmvn>; use a new --exp
+package=true             # stage 8: package the student with the best dev frame accuracy (exp/deploy/package),
+                         # evaluate it fp32 and int8 (exp/deploy/eval_<backend>_test.json, read by the report)
 max_epochs=6             # upper bound on epochs of every DNN (newbob may stop earlier)
 num_members=4            # K: ensemble members, differing by seed (paper: 10)
 decode_members=1         # members decoded to WER (the others get frame metrics only)
