@@ -127,14 +127,14 @@ def _distill(args) -> None:
     from asr_kd.distill.distill import distill, transfer_subset
     from asr_kd.expdir import write_system
     from asr_kd.nnet.commands import end_process_group, system_fields
-    from asr_kd.nnet.devices import Ranks
+    from asr_kd.nnet.devices import is_main_process
     from asr_kd.nnet.infer import evaluate
 
     cfg, transfer, dev, teacher = _load(args)
     if args.subset_fraction:
         transfer = transfer_subset(transfer, args.subset_fraction, args.subset_seed)
     result = distill(cfg.student, teacher, transfer, cfg.loss, dev=dev, exp_dir=args.exp_dir, data_parallel=True)
-    if Ranks.from_env().main:
+    if is_main_process():
         write_system(args.exp_dir, "student", **system_fields(cfg.student, result.train.best_epoch),
                      temperature=cfg.loss.temperature, loss_terms=dict(cfg.loss.terms),
                      teacher={"combination": cfg.teacher.combination, "models": list(cfg.teacher.models),

@@ -67,12 +67,12 @@ def _load(args):
 
 
 def _train(args) -> None:
-    from asr_kd.nnet.devices import Ranks
+    from asr_kd.nnet.devices import is_main_process
     from asr_kd.nnet.train import train_frame_classifier
 
     cfg, train, dev = _load(args)
     result = train_frame_classifier(cfg, train, dev, exp_dir=args.exp_dir, data_parallel=True)
-    if Ranks.from_env().main:
+    if is_main_process():
         write_system(args.exp_dir, "dnn", **system_fields(cfg, result.best_epoch))
         print(json.dumps({"exp_dir": str(result.exp_dir), "best_epoch": result.best_epoch,
                           "dev_frame_acc": result.dev_frame_acc[0]}))
@@ -99,7 +99,7 @@ def end_process_group() -> None:
 def _train_ensemble(args) -> None:
     from asr_kd.config import from_dict, parse_yaml
     from asr_kd.io import read_lines
-    from asr_kd.nnet.devices import Ranks
+    from asr_kd.nnet.devices import is_main_process
     from asr_kd.nnet.ensemble import member_seeds, train_ensemble
     from asr_kd.nnet.models import ModelConfig
 
@@ -111,7 +111,7 @@ def _train_ensemble(args) -> None:
         archs = [from_dict(ModelConfig, b, f"{args.architectures}[{i}]") for i, b in enumerate(blocks)]
     cfg, train, dev = _load(args)
     dirs = train_ensemble(cfg, args.k, train, dev, args.exp_dir, architectures=archs, stacked=not args.sequential)
-    if Ranks.from_env().main:
+    if is_main_process():
         write_system(args.exp_dir, "ensemble", **system_fields(cfg), members=[d.name for d in dirs],
                      seeds=member_seeds(cfg, args.k) * len(archs or [cfg.model]))
     print(json.dumps({"members": [str(d) for d in dirs]}))

@@ -61,6 +61,11 @@ def distributed_rank() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (from RANK, without a process group: the stages end theirs), or a plain run."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 @dataclass(frozen=True)
 class Ranks:
     """This process's place among `world` data-parallel ranks (world 1 = plain single process)."""
