@@ -14,6 +14,7 @@ from asr_kd.distill.mutual import mutual_loss_fn, train_mutual
 from asr_kd.distill.teachers import OnlineTeacher
 from asr_kd.errors import AsrKdError
 from asr_kd.nnet.frames import FrameBatch
+from asr_kd.nnet.infer import evaluate
 from asr_kd.nnet.hidden import HiddenCapture, hidden_modules, init_from_teacher, linear_layers
 from asr_kd.nnet.models import ModelConfig, load_model
 from asr_kd.nnet.quant import fake_quant_activation, fake_quant_weight, fake_quantize_linears, int8_dynamic
@@ -247,4 +248,8 @@ def test_quantisation_aware_student_saves_a_plain_model_that_int8_scores_close(s
         real = int8_dynamic(model)(x)
     assert (simulated - real).abs().max() < 0.1 * real.abs().max()
     assert json.loads((root / "qat" / "distill.json").read_text())["fake_int8"] is True
+    # an int8 model (no parameters left) scores through the Ensemble path, as eval-frames --int8 does
+    acc_fp32 = evaluate((model, result.spec), dev)["frame_acc"]
+    acc_int8 = evaluate((int8_dynamic(model), result.spec), dev)["frame_acc"]
+    assert abs(acc_int8 - acc_fp32) <= 0.05
     assert result.train.best_epoch >= 1

@@ -16,6 +16,7 @@ its own wrapper; one of the two should go when both land).
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -54,4 +55,8 @@ def fake_quantize_linears(model: nn.Module) -> nn.Module:
 
 def int8_dynamic(model: nn.Module) -> nn.Module:
     """A dynamic-int8 copy of `model` (CPU): Linear weights int8, activations quantised per batch."""
-    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch 2.13 warns that torch.ao.quantization moves to torchao; it still works
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear},
+                                                      dtype=torch.qint8)
