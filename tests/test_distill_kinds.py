@@ -18,8 +18,8 @@ from asr_kd.nnet.infer import evaluate
 from asr_kd.nnet.hidden import HiddenCapture, hidden_modules, init_from_teacher, linear_layers
 from asr_kd.nnet.models import ModelConfig, load_model
 from asr_kd.nnet.quant import fake_quant_activation, fake_quant_weight, fake_quantize_linears, int8_dynamic
-from asr_kd.nnet.train import ModelSpec, TrainConfig, init_model, save_final, train_frame_classifier
-from test_distill_api import DIM, NUM_PDFS, synthetic
+from asr_kd.nnet.train import ModelSpec, init_model, save_final, train_frame_classifier
+from test_distill_api import DIM, NUM_PDFS, student_cfg, synthetic, teacher_dirs
 
 
 def targets(student, teacher, projected=None):
@@ -54,11 +54,11 @@ def test_sp_value_and_gradient():
     loss = sp(torch.zeros(2, 3), targets(s, h), 1.0)
     assert loss.item() == pytest.approx((4 - 2 * math.sqrt(2)) / 4)  # 1/B^2 ||G_s - G_h||_F^2
     loss.backward()
-    # G_s = S S^T normalised by rows; at S = I, d G~_ij / d S: the row norm's derivative vanishes on the
-    # diagonal direction, so dL/dS = 1/B^2 * 2 (D + D^T) S with D = G~_s - G~_h, minus the row-norm
-    # projection: diag rows r_i, D_i projected off r_i (r_i = e_i here, so only off-diagonals remain)
+    # by hand: dL/dG~ = 2 D / B^2 with D = G~_s - G~_h; the row normalisation passes (I - g~_i g~_i^T) / |G_i|
+    # of row i, which at S = I (g~_i = e_i, |G_i| = 1) drops the diagonal; G = S S^T gives
+    # dL/dS = (D' + D'^T) S, D' the off-diagonal part of 2 D / B^2, and S = I
     d = torch.eye(2) - torch.full((2, 2), 1 / math.sqrt(2))
-    d_proj = d - torch.diag(torch.diag(d))  # component along the unit row e_i removed
+    d_proj = d - torch.diag(torch.diag(d))
     expected = 2 * (d_proj + d_proj.T) / 4
     torch.testing.assert_close(s.grad, expected)
     double = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
@@ -111,13 +111,7 @@ def test_init_from_teacher_copies_the_chosen_layers():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("kinds")
-    spec = ModelSpec(ModelConfig(hidden_layers=1, hidden_dim=16), DIM, 2, 2, NUM_PDFS)
-    dirs = []
-    for seed in (1, 2):
-        model = init_model(spec, seed)
-        model[-1].weight.data.mul_(3.0)
-        dirs.append(root / f"teacher_{seed}")
-        save_final(dirs[-1] / "final.pt", model.state_dict(), spec)
+    dirs = teacher_dirs(root)
     teacher = OnlineTeacher.load(dirs, "arith")
     train, dev = synthetic(30, 0, teacher), synthetic(8, 1, teacher)
     deep_spec = ModelSpec(ModelConfig(hidden_layers=3, hidden_dim=32), DIM, 1, 1, NUM_PDFS, True)
@@ -127,9 +121,8 @@ def setup(tmp_path_factory):
 
 
 def cfg(**kw):
-    base = dict(model=ModelConfig(hidden_layers=2, hidden_dim=32), left_context=1, right_context=1,
-                optimizer="adamw", lr=0.01, batch_size=64, max_epochs=2, schedule="cosine", seed=3, device="cpu")
-    return TrainConfig(**{**base, **kw})
+    """test_distill_api's student, two hidden layers deep, two epochs."""
+    return student_cfg(**{"model": ModelConfig(hidden_layers=2, hidden_dim=32), "max_epochs": 2, **kw})
 
 
 def test_teacher_initialised_student_equals_teacher_layers_at_step_0(setup):
