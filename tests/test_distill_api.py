@@ -33,10 +33,8 @@ def synthetic(num_utts, seed, teacher=None) -> FrameData:
     return data
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distill")
-    # the teacher reads a wider window (2+1+2) than the student (1+1+1): the online teacher builds its own
+def teacher_dirs(root):
+    """Two saved teacher models; they read a wider window (2+1+2) than the students (1+1+1)."""
     spec = ModelSpec(ModelConfig(hidden_layers=1, hidden_dim=16), DIM, 2, 2, NUM_PDFS)
     dirs = []
     for seed in (1, 2):
@@ -44,6 +42,13 @@ def setup(tmp_path_factory):
         model[-1].weight.data.mul_(3.0)
         dirs.append(root / f"teacher_{seed}")
         save_final(dirs[-1] / "final.pt", model.state_dict(), spec)
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    dirs = teacher_dirs(root)
     teacher = OnlineTeacher.load(dirs, "geo")
     train, dev = synthetic(40, 0, teacher), synthetic(10, 1, teacher)
     return root, dirs, train, dev

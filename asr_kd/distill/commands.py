@@ -1,4 +1,5 @@
-"""CLI: cache-teacher, distill, distill-sweep, regularizer, distill-compare (thin wrappers of distill/*.py).
+"""CLI: cache-teacher, distill, born-again, mutual, distill-sweep, regularizer, distill-compare (thin wrappers
+of distill/*.py).
 
 The run config is a `DistillConfig` YAML (`student:` a TrainConfig, `loss:`, `teacher:`) with
 dotted overrides, e.g. `--set loss.temperature=5 --set student.model.hidden_layers=4`.
@@ -39,6 +40,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subset-fraction", type=float, help="use this random fraction of the transfer utterances")
     p.add_argument("--subset-seed", type=int, default=0)
     p.set_defaults(func=_distill)
+
+    p = sub.add_parser("born-again", help="G generations of one student architecture, n+1 distilled from n")
+    _run_args(p)
+    p.add_argument("exp_root", help="writes gen_1/ .. gen_G/ and born_again.json")
+    p.add_argument("--generations", type=int, default=2)
+    p.set_defaults(func=_born_again)
+
+    p = sub.add_parser("mutual", help="K peers trained together by mutual learning (hard CE + KL to the others)")
+    _run_args(p)
+    p.add_argument("exp_dir", help="writes peer_<k>/, group/ and mutual.json")
+    p.add_argument("--k", type=int, default=2, help="number of peers")
+    p.set_defaults(func=_mutual)
 
     p = sub.add_parser("distill-sweep", help="one student per temperature x hard weight; table of frame accuracies")
     _run_args(p)
@@ -84,7 +97,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--combination", choices=["arith", "geo"], help="sets teacher.combination")
 
 
-def _load(args):
+def _load(args, with_teacher: bool = True):
     """(config, transfer set, dev set, teacher) from the shared arguments."""
     from asr_kd.config import load_config
     from asr_kd.distill.cache import feature_config_hash
@@ -105,7 +118,7 @@ def _load(args):
     transfer = open_frames(args.feats, None if args.ali == NONE else args.ali, device=device, budget=budget)
     dev = open_frames(args.dev_feats, args.dev_ali, device=device, budget=budget)
     teacher = load_teacher(cfg.teacher, cfg.loss.temperature, feature_config_hash=feature_config_hash(args.feats),
-                           feature_store=args.feats, device=device) if cfg.loss.needs_teacher else None
+                           feature_store=args.feats, device=device) if with_teacher and cfg.loss.needs_teacher else None
     return cfg, transfer, dev, teacher
 
 
@@ -133,7 +146,8 @@ def _distill(args) -> None:
     cfg, transfer, dev, teacher = _load(args)
     if args.subset_fraction:
         transfer = transfer_subset(transfer, args.subset_fraction, args.subset_seed)
-    result = distill(cfg.student, teacher, transfer, cfg.loss, dev=dev, exp_dir=args.exp_dir, data_parallel=True)
+    result = distill(cfg.student, teacher, transfer, cfg.loss, dev=dev, exp_dir=args.exp_dir, data_parallel=True,
+                     hidden=cfg.hidden, fake_int8=cfg.fake_int8)
     if is_main_process():
         write_system(args.exp_dir, "student", **system_fields(cfg.student, result.train.best_epoch),
                      temperature=cfg.loss.temperature, loss_terms=dict(cfg.loss.terms),
@@ -143,6 +157,25 @@ def _distill(args) -> None:
         print(json.dumps({"exp_dir": str(result.exp_dir), "best_epoch": result.train.best_epoch,
                           "dev_frame_acc": metrics["frame_acc"], "dev_ce": metrics["ce"]}))
     end_process_group()
+
+
+def _born_again(args) -> None:
+    from asr_kd.distill.born_again import born_again
+
+    cfg, transfer, dev, teacher = _load(args)
+    results = born_again(cfg.student, teacher, transfer, cfg.loss, dev=dev, exp_root=args.exp_root,
+                         generations=args.generations, combination=cfg.teacher.combination)
+    for g, r in enumerate(results, 1):
+        print(json.dumps({"generation": g, "exp_dir": str(r.exp_dir), "best_epoch": r.train.best_epoch,
+                          "dev_frame_acc": r.train.dev_frame_acc[0]}))
+
+
+def _mutual(args) -> None:
+    from asr_kd.distill.mutual import train_mutual
+
+    cfg, transfer, dev, _ = _load(args, with_teacher=False)
+    dirs = train_mutual(cfg.student, args.k, transfer, dev, args.exp_dir, cfg.loss)
+    print(json.dumps({"peers": [str(d) for d in dirs]}))
 
 
 def _sweep(args) -> None:

@@ -23,12 +23,14 @@ import torch
 
 from asr_kd.config import to_dict
 from asr_kd.distill.cache import CachedTeacher, check_cache_meta
+from asr_kd.distill.hidden_targets import HiddenConfig, HiddenSource
 from asr_kd.distill.losses import LossConfig, Targets, distill_loss
 from asr_kd.distill.teachers import OnlineTeacher
 from asr_kd.errors import AsrKdError
 from asr_kd.io import read_json, write_json
 from asr_kd.nnet.devices import SINGLE, Ranks, resolve_device, training_device
 from asr_kd.nnet.frames import FrameBatch, FrameData
+from asr_kd.nnet.quant import fake_quantize_linears
 from asr_kd.nnet.stream import StreamedFrames
 from asr_kd.nnet.train import Frames, ModelSpec, TrainConfig, TrainResult, load_model, train_frame_classifier
 
@@ -51,6 +53,8 @@ class DistillConfig:
     student: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    hidden: HiddenConfig = field(default_factory=HiddenConfig)  # hidden-layer terms, DistilBERT init
+    fake_int8: bool = False  # quantisation-aware: the student trains through int8 fake quantisation (nnet/quant.py)
 
 
 @dataclass
@@ -61,16 +65,20 @@ class DistillResult:
     exp_dir: Path
 
 
-def make_loss_fn(teacher: Teacher | None, loss_cfg: LossConfig):
+def make_loss_fn(teacher: Teacher | None, loss_cfg: LossConfig, hidden: HiddenSource | None = None):
     """The trainer's `loss_fn(logits, batch)`: teacher targets for the batch's frames, then the weighted terms."""
     if teacher is None and loss_cfg.needs_teacher:
         raise AsrKdError(f"loss terms {sorted(loss_cfg.terms)} need a teacher, but none was given")
+    if hidden is None and loss_cfg.needs_hidden:
+        raise AsrKdError(f"loss terms {sorted(loss_cfg.terms)} match hidden layers: set hidden.teacher")
 
     def loss_fn(logits: torch.Tensor, batch: FrameBatch):
         if loss_cfg.needs_teacher:
             targets = teacher.targets(batch, loss_cfg.temperature)
         else:
             targets = Targets(labels=batch.y)
+        if loss_cfg.needs_hidden:
+            targets.hidden = hidden.hidden(batch)
         loss, metrics = distill_loss(logits, targets, loss_cfg)
         labelled = batch.y >= 0
         metrics["frame_acc"] = ((logits.argmax(-1) == batch.y) & labelled).sum() / labelled.sum().clamp_min(1)
@@ -99,11 +107,14 @@ def load_teacher(cfg: TeacherConfig, temperature: float, *, feature_config_hash:
 
 
 def distill(student_cfg: TrainConfig, teacher: Teacher | None, transfer_set: Frames, loss_cfg: LossConfig, *,
-            dev: Frames, exp_dir: str | os.PathLike, data_parallel: bool = False) -> DistillResult:
+            dev: Frames, exp_dir: str | os.PathLike, data_parallel: bool = False,
+            hidden: HiddenConfig | None = None, fake_int8: bool = False) -> DistillResult:
     """Train a student on `transfer_set` with `loss_cfg` against `teacher`; returns the best-dev-epoch model.
 
     `data_parallel`: under torchrun, one student on all ranks (train.py); each rank's teacher
-    answers for that rank's share of each batch.
+    answers for that rank's share of each batch. `hidden`: the hidden-layer teacher and layers of
+    the hint / hidden_cos / sp terms and DistilBERT's init (hidden_targets.py). `fake_int8`: the
+    student trains through int8 fake quantisation (quantisation-aware distillation).
     """
     exp_dir = Path(exp_dir)
     ranks = Ranks.from_env() if data_parallel else SINGLE
@@ -121,20 +132,44 @@ def distill(student_cfg: TrainConfig, teacher: Teacher | None, transfer_set: Fra
         teacher.to(device).attach(transfer)
     elif transfer.num_labelled_frames() == 0:
         raise AsrKdError(f"{transfer.name}: no labels and no teacher: nothing to learn from")
-    record_run(exp_dir, teacher, transfer, loss_cfg, write=ranks.main)
-    result = train_frame_classifier(student_cfg, transfer, dev, loss_fn=make_loss_fn(teacher, loss_cfg),
-                                    exp_dir=exp_dir, num_pdfs=num_pdfs, data_parallel=data_parallel)
+    source = None
+    if hidden is not None and hidden.used:
+        source = HiddenSource(hidden, loss_cfg, device).attach(transfer)
+    elif loss_cfg.needs_hidden:
+        raise AsrKdError(f"loss terms {sorted(loss_cfg.terms)} match hidden layers: set hidden.teacher")
+    extra = {**({"hidden": to_dict(hidden)} if source else {}), **({"fake_int8": True} if fake_int8 else {})}
+    record_run(exp_dir, teacher, transfer, loss_cfg, write=ranks.main, extra=extra)
+    input_dim = (student_cfg.left_context + 1 + student_cfg.right_context) * transfer.dim
+    prepare = student_preparation(source, fake_int8, student_cfg.seed, input_dim)
+    result = train_frame_classifier(student_cfg, transfer, dev, loss_fn=make_loss_fn(teacher, loss_cfg, source),
+                                    exp_dir=exp_dir, num_pdfs=num_pdfs, data_parallel=data_parallel,
+                                    prepare=prepare)
     model, spec = load_model(exp_dir, device)
     return DistillResult(model, spec, result, exp_dir)
 
 
+def student_preparation(source: HiddenSource | None, fake_int8: bool, seed: int, input_dim: int):
+    """The trainer's `prepare(model)`: teacher init / hooks / hint projection, then fake quantisation."""
+    if source is None and not fake_int8:
+        return None
+
+    def prepare(model: torch.nn.Module) -> torch.nn.Module | None:
+        aux = source.prepare(model, seed, input_dim) if source is not None else None
+        if fake_int8:
+            fake_quantize_linears(model)
+        return aux
+
+    return prepare
+
+
 def record_run(exp_dir: Path, teacher: Teacher | None, transfer: Frames, loss_cfg: LossConfig,
-               write: bool = True) -> None:
-    """Write distill.json (when `write`: rank 0); refuse to resume an exp dir that was distilling something else."""
+               write: bool = True, extra: dict | None = None) -> None:
+    """Write distill.json (when `write`: rank 0); refuse to resume an exp dir that was distilling something else.
+    `extra`: what else defines the run (hidden-layer teacher, fake quantisation), recorded only when used."""
     labelled = transfer.num_labelled_frames()
     record = {"loss": to_dict(loss_cfg), "teacher": describe_teacher(teacher),
               "transfer_set": {"name": str(transfer.name), "num_utts": len(transfer.utt_ids),
-                               "num_frames": transfer.num_frames, "labelled_frames": labelled}}
+                               "num_frames": transfer.num_frames, "labelled_frames": labelled}, **(extra or {})}
     path = exp_dir / "distill.json"
     if path.is_file() and read_json(path) != record:
         old = read_json(path)

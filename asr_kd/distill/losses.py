@@ -11,6 +11,16 @@ Terms (z = student logits, v = teacher logits, p = teacher probabilities at T, C
                 (unlabelled transfer data) are ignored; 0 when the batch has no labelled frame
 - ``logit_mse`` mean_frames 1/(2C) * ||(z - mean z) - (v - mean v)||^2 (Ba & Caruana 2014)
 
+Hidden-layer terms (s = a chosen student hidden layer (B, d_s), h = a chosen teacher hidden layer
+(B, d_t), r(s) = s through a learned linear projection d_s -> d_t; `Targets.hidden`, hidden.py):
+
+- ``hint``       mean over frames and features of (r(s) - h)^2 (FitNets, Romero et al. 2015: their
+                 1/2 ||.||^2 summed over features differs by the constant d_t / 2, which the weight absorbs)
+- ``hidden_cos`` mean_frames 1 - cos(s, h) (DistilBERT's cosine embedding loss; needs d_s = d_t)
+- ``sp``         1/B^2 ||G_s - G_h||_F^2 with G = row-L2-normalised A A^T, the (B, B) batch Gram matrix
+                 (similarity-preserving KD, Tung & Mori 2019, eq. 2-4): relations between the batch's
+                 frames, so the two layers may differ in width
+
 Scales, on purpose: CE/KL are SUMMED over classes and AVERAGED over frames. PyTorch's
 ``kl_div(reduction="mean")`` averages over classes too and so silently divides the soft term by C
 (use "batchmean"). The T^2 factor keeps the soft gradient's size constant across T. As T -> inf
@@ -35,6 +45,16 @@ def _full(x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
+class Hidden:
+    """A batch's chosen hidden layers: student (B, d_s), teacher (B, d_t), and the student through the
+    hint projection (B, d_t) when one is trained."""
+
+    student: torch.Tensor
+    teacher: torch.Tensor
+    projected: torch.Tensor | None = None
+
+
+@dataclass
 class Targets:
     """What a teacher gives for a batch of frames.
 
@@ -47,6 +67,13 @@ class Targets:
     labels: torch.Tensor
     logits: torch.Tensor | None = None
     probs: torch.Tensor | None = None
+    hidden: Hidden | None = None  # for the hidden-layer terms
+
+    def hidden_or_raise(self, term: str) -> Hidden:
+        if self.hidden is None:
+            raise AsrKdError(f"loss term {term!r} matches hidden layers: set hidden.teacher (a model dir) and "
+                             "hidden.student_layer / hidden.teacher_layer")
+        return self.hidden
 
     def probs_at(self, temperature: float) -> torch.Tensor:
         if self.probs is not None:
@@ -90,13 +117,47 @@ def logit_mse(z: torch.Tensor, tgt: Targets, temperature: float) -> torch.Tensor
     return ((z0 - v0) ** 2).sum(-1).mean() / (2 * z.shape[-1])
 
 
+def hint(z: torch.Tensor, tgt: Targets, temperature: float) -> torch.Tensor:
+    """Mean squared error between the projected student layer and the teacher layer (FitNets)."""
+    hidden = tgt.hidden_or_raise("hint")
+    if hidden.projected is None:
+        raise AsrKdError("loss term 'hint' needs the learned projection of the student layer (none was built)")
+    return F.mse_loss(_full(hidden.projected), _full(hidden.teacher))
+
+
+def hidden_cos(z: torch.Tensor, tgt: Targets, temperature: float) -> torch.Tensor:
+    """Mean over frames of 1 - cosine(student layer, teacher layer) (DistilBERT)."""
+    hidden = tgt.hidden_or_raise("hidden_cos")
+    s, h = _full(hidden.student), _full(hidden.teacher)
+    if s.shape != h.shape:
+        raise AsrKdError(f"loss term 'hidden_cos': student layer has {s.shape[1]} features, the teacher's "
+                         f"{h.shape[1]}; choose layers of equal width (or use 'hint', which projects)")
+    return (1 - F.cosine_similarity(s, h, dim=-1, eps=1e-8)).mean()
+
+
+def batch_gram(a: torch.Tensor) -> torch.Tensor:
+    """(B, B) Gram matrix of the batch's frames, each row L2-normalised (Tung & Mori 2019, eq. 2-3)."""
+    return F.normalize(a @ a.T, p=2, dim=1)
+
+
+def sp(z: torch.Tensor, tgt: Targets, temperature: float) -> torch.Tensor:
+    """1/B^2 squared Frobenius distance of the student's and teacher's batch Gram matrices."""
+    hidden = tgt.hidden_or_raise("sp")
+    gs, gh = batch_gram(_full(hidden.student)), batch_gram(_full(hidden.teacher))
+    return ((gs - gh) ** 2).sum() / gs.shape[0] ** 2
+
+
 TERMS: dict[str, Callable[[torch.Tensor, Targets, float], torch.Tensor]] = {
     "soft_ce": soft_ce,
     "soft_kl": soft_kl,
     "hard_ce": hard_ce,
     "logit_mse": logit_mse,
+    "hint": hint,
+    "hidden_cos": hidden_cos,
+    "sp": sp,
 }
 SOFT_TERMS = ("soft_ce", "soft_kl", "logit_mse")
+HIDDEN_TERMS = ("hint", "hidden_cos", "sp")
 
 
 @dataclass
@@ -119,6 +180,15 @@ class LossConfig:
     @property
     def needs_teacher(self) -> bool:
         return any(self.terms.get(name, 0.0) != 0.0 for name in SOFT_TERMS)
+
+    @property
+    def needs_hidden(self) -> bool:
+        return any(self.terms.get(name, 0.0) != 0.0 for name in HIDDEN_TERMS)
+
+    def without(self, names) -> "LossConfig | None":
+        """The same loss without the terms `names` (None when nothing is left)."""
+        terms = {n: w for n, w in self.terms.items() if n not in names and w != 0.0}
+        return LossConfig(terms, self.temperature) if terms else None
 
 
 def distill_loss(z: torch.Tensor, tgt: Targets, cfg: LossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -51,6 +51,18 @@ def _scoring_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-resident-frames", default="auto",
                    help="frames (or a size like 8GB) kept on the device; larger sets are streamed (default: auto)")
+    p.add_argument("--int8", action="store_true", help="score with dynamic-int8 copies of the models (CPU; nnet/quant.py)")
+
+
+def _scorer(args):
+    """The model dirs, or with --int8 an Ensemble of their dynamic-int8 copies."""
+    if not args.int8:
+        return args.models
+    from asr_kd.nnet.ensemble import Ensemble
+    from asr_kd.nnet.quant import int8_dynamic
+
+    ens = Ensemble.load(args.models)
+    return Ensemble([(int8_dynamic(model), spec) for model, spec in ens.members])
 
 
 def _load(args):
@@ -121,7 +133,7 @@ def _compute_loglikes(args) -> None:
     from asr_kd.nnet.infer import compute_loglikes, read_priors
 
     priors = None if args.priors == "none" else read_priors(args.priors)
-    store = compute_loglikes(args.models, args.feats, args.out, priors=priors, temperature=args.temperature,
+    store = compute_loglikes(_scorer(args), args.feats, args.out, priors=priors, temperature=args.temperature,
                              combine=args.combine, dtype=args.dtype, device=args.device,
                              budget=args.max_resident_frames)
     print(json.dumps({"out": str(store.path), "utterances": len(store), "frames": store.meta["num_rows"]}))
@@ -131,7 +143,7 @@ def _eval_frames(args) -> None:
     from asr_kd.io import write_json
     from asr_kd.nnet.infer import evaluate
 
-    result = evaluate(args.models, args.feats, args.ali, combine=args.combine, temperature=args.temperature,
+    result = evaluate(_scorer(args), args.feats, args.ali, combine=args.combine, temperature=args.temperature,
                       device=args.device, budget=args.max_resident_frames)
     if args.out:
         write_json(args.out, result)

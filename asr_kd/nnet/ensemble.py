@@ -293,7 +293,8 @@ class MemberGroup:
         """(K_group, B, P) float32 logits of the group's members for windows `x` (B, input_dim)."""
         if self.params is None:
             model = self.models[0]
-            return model(x.to(next(model.parameters()).device)).float()[None]
+            device = next(model.parameters(), x).device  # a dynamic-int8 model has no parameters: runs where x is
+            return model(x.to(device)).float()[None]
         first = next(iter(self.params.values()))
 
         def call(p, b, xx):

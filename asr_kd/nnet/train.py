@@ -67,6 +67,28 @@ Frames = FrameData | StreamedFrames
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.Tensor, FrameBatch], "tuple[torch.Tensor, dict]"]
+Prepare = Callable[[torch.nn.Module], "torch.nn.Module | None"]
+
+
+class WithAux(torch.nn.Module):
+    """A model plus trainable loss parameters (`aux`, e.g. a hint projection); forward is the model's."""
+
+    def __init__(self, model: torch.nn.Module, aux: torch.nn.Module):
+        super().__init__()
+        self.model, self.aux = model, aux
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    @staticmethod
+    def model_state(state: dict) -> dict:
+        """The model's own entries of a WithAux state dict (what final.pt keeps)."""
+        return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+
+def stacked_loss(loss_fn) -> bool:
+    """Whether `loss_fn` takes all K members' (K, B, P) logits and (K, B) batch (e.g. mutual learning)."""
+    return getattr(loss_fn, "stacked", False)
 
 
 DEFAULT_MIN_EPOCHS = 2
@@ -133,21 +155,27 @@ class TrainResult:
 # ---------------------------------------------------------------- public API: one model ------
 def train_frame_classifier(cfg: TrainConfig, train: Frames, dev: Frames, *,
                            loss_fn: LossFn | None = None, exp_dir: str | Path,
-                           num_pdfs: int | None = None, data_parallel: bool = False) -> TrainResult:
+                           num_pdfs: int | None = None, data_parallel: bool = False,
+                           prepare: Prepare | None = None) -> TrainResult:
     """Train one model into `exp_dir` (resuming if it holds checkpoints); writes final.pt.
 
     `data_parallel`: under torchrun, train this ONE model on all ranks with DDP (module docstring);
-    without torchrun it is the plain single-process run.
+    without torchrun it is the plain single-process run. `prepare(model)`, called once on the
+    freshly initialised model (before a resume restores its weights), may initialise it (e.g. from
+    a teacher's layers), hook it, and return trainable loss parameters (e.g. a hint projection):
+    they are optimised and checkpointed with the model (`WithAux`), but final.pt holds the model only.
     """
     ranks = Ranks.from_env() if data_parallel else SINGLE
     device = training_device(cfg.device) if data_parallel else resolve_device(cfg.device)
     train, dev = train.to(device), dev.to(device)
     spec = make_spec(cfg, train, dev, num_pdfs)
-    learner = SingleLearner(init_model(spec, cfg.seed, train.feature_stats()).to(device), ranks)
+    model = init_model(spec, cfg.seed, train.feature_stats()).to(device)
+    aux = prepare(model) if prepare is not None else None
+    learner = SingleLearner(model if aux is None else WithAux(model, aux.to(device)), ranks)
     result = run_training(learner, cfg, train, dev, ExpDir(exp_dir), spec, [cfg.seed], loss_fn, ranks)
     if ranks.main:
         states = best_member_states(result, learner)
-        save_final(Path(exp_dir) / "final.pt", states[0], spec)
+        save_final(Path(exp_dir) / "final.pt", states[0] if aux is None else WithAux.model_state(states[0]), spec)
     ranks.barrier()
     return result
 
@@ -375,8 +403,8 @@ def run_training(learner: Learner, cfg: TrainConfig, train: Frames, dev: Frames,
                  spec: ModelSpec, seeds: list[int], loss_fn: LossFn | None = None,
                  ranks: Ranks = SINGLE) -> TrainResult:
     """Epochs of shuffled minibatches, dev evaluation, LR schedule and checkpoints, with resume."""
-    if loss_fn is not None and learner.k != 1:
-        raise AsrKdError("a custom loss_fn needs a single model (K = 1)")
+    if loss_fn is not None and learner.k != 1 and not stacked_loss(loss_fn):
+        raise AsrKdError("a custom loss_fn needs a single model (K = 1), or must be a stacked loss")
     epochs = Epochs.make(train, seeds, labelled_only=loss_fn is None)
     if epochs.num_frames == 0:
         raise AsrKdError(f"{train.name}: no labelled frames to train on")
@@ -509,6 +537,8 @@ def run_epoch(learner: Learner, cfg: TrainConfig, epochs: Epochs, optimizer, sch
                 logits = learner.logits(batch.x).float()
             if loss_fn is None:
                 loss, metrics = hard_ce(logits, batch.y)
+            elif stacked_loss(loss_fn):  # one loss over all members' logits (mutual learning)
+                loss, metrics = loss_fn(logits, batch)
             else:
                 loss, metrics = loss_fn(logits[0], _squeeze(batch))
             if ranks.world > 1:  # DDP averages over ranks: weight each rank's mean by its share
