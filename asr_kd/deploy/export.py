@@ -27,6 +27,7 @@ from torch import nn
 
 from asr_kd.nnet.infer import log_priors
 from asr_kd.nnet.models import ModelSpec, load_model
+from asr_kd.nnet.quant import int8_dynamic
 
 ONNX_OPSET = 17
 
@@ -52,9 +53,8 @@ def acoustic_model(model_file: str | Path, priors_file: str | Path) -> tuple[Aco
 def quantize_int8(am: AcousticModel) -> nn.Module:
     """Dynamic int8 quantisation of the Linear layers (see the module docstring for why)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", message="torch.quantize_per_tensor")  # the same deprecation, as a UserWarning
-        return torch.ao.quantization.quantize_dynamic(am, {nn.Linear}, dtype=torch.qint8).eval()
+        warnings.filterwarnings("ignore", message="torch.quantize_per_tensor")  # the deprecation, as a UserWarning
+        return int8_dynamic(am)
 
 
 def export_torchscript(model_file: Path, priors_file: Path, out: Path) -> None:

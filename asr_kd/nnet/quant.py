@@ -10,8 +10,8 @@ favour of torchao. `FakeQuantLinear` rounds its weight (per-tensor symmetric, qi
 input (per-batch affine, quint8 with reduce_range as fbgemm's dynamic kernels do) with
 `torch.fake_quantize_per_tensor_affine`, whose backward is the straight-through estimator.
 
-`quantize_dynamic` is called directly here for the comparison rows (the deploy stage may hold
-its own wrapper; one of the two should go when both land).
+`int8_dynamic` is the one call of `quantize_dynamic` (the kinds table's int8 rows and the deploy
+stage's int8 backend both use it).
 """
 from __future__ import annotations
 
