@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from asr_kd.align.gmm_stats import component_loglikes
-from asr_kd.data.store import RaggedStore
+from asr_kd.data.feature_view import open_feats
 from asr_kd.errors import AsrKdError
 from asr_kd.io import read_json, sha256_file
 from asr_kd.parallel import Jobs, run_shards, split
@@ -132,7 +132,7 @@ def decode_store(job: DecodeJob, settings: Sequence[Setting],
     and penalty, not per setting. Hypotheses do not depend on nj (each utterance is decoded alone);
     RTF counts decoder seconds summed over workers.
     """
-    utts = sorted(RaggedStore(job.source).keys)
+    utts = sorted(open_feats(job.source).keys)
     if not utts:
         raise AsrKdError(f"{job.source}: no utterances to decode")
     settings = list(dict.fromkeys(settings))
@@ -145,7 +145,7 @@ def decode_shard(utts: list[str], job: DecodeJob, settings: list[Setting]) -> di
     options = {"beam": job.beam, "lattice_beam": job.lattice_beam, "max_active": job.max_active}
     decoders = {p: Decoder(job.graph_dir, job.model_path, word_penalty=p, **options)
                 for p in dict.fromkeys(p for _, p in settings)}
-    store = RaggedStore(job.source)
+    store = open_feats(job.source)
     matrices = {u: np.asarray(store[u]) for u in utts}
     if job.gmm:
         matrices = gmm_loglikes(next(iter(decoders.values())).am, matrices)
