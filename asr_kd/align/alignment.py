@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from asr_kd.align.graphs import load_lang, word_ids
-from asr_kd.data.feature_view import open_feats
+from asr_kd.data.feature_view import open_feats, transform_files
 from asr_kd.data.store import RaggedStore, write_store
 from asr_kd.errors import AsrKdError
 from asr_kd.io import make_temp_dir, read_json, replace_dir, sha256_file
@@ -323,4 +323,5 @@ def align_data(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir:
     return write_alignment_store(out_dir, labels, num_pdfs=am.num_pdfs, feats=feats,
                                  model_path=model_dir / "final.mdl", source="gmm", failed=failed,
                                  phone_names=lang.phone_names, silence_phones=lang.silence,
-                                 extra_files={"final.mdl": model_dir / "final.mdl", "tree": model_dir / "tree"})
+                                 extra_files={"final.mdl": model_dir / "final.mdl", "tree": model_dir / "tree",
+                                              **transform_files(model_dir)})

@@ -27,10 +27,10 @@ from asr_kd.align.graphs import load_lang
 from asr_kd.align.lda import LdaStats, accumulate_lda, estimate_lda
 from asr_kd.align.mllt import MlltStats, accumulate_mllt, estimate_mllt, transform_means
 from asr_kd.align.tri import TriConfig, train_tri
-from asr_kd.data.feature_view import FeatureView, open_feats, write_view
+from asr_kd.data.feature_view import model_view, open_feats, write_view
 from asr_kd.data.store import RaggedStore
 from asr_kd.errors import AsrKdError
-from asr_kd.io import atomic_path
+from asr_kd.io import atomic_path, write_json
 from asr_kd.kaldi import gmm
 from asr_kd.parallel import Jobs, run_shards
 
@@ -49,17 +49,6 @@ def save_matrix(path: Path, matrix: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, np.asarray(matrix, np.float64))
-
-
-def model_view(model_dir: str | Path, store: str | Path, out: str | Path, fmllr: dict | None = None) -> FeatureView:
-    """The view of `store` that the model in `model_dir` expects (its splicing and final.mat),
-    optionally with per-speaker fMLLR (`feature_view.fmllr_table`)."""
-    model_dir = Path(model_dir)
-    if not (model_dir / "final.mat.npy").is_file() or not (model_dir / "feats" / "view.json").is_file():
-        raise AsrKdError(f"{model_dir}: no final.mat.npy / feats/view.json: not an LDA+MLLT or SAT model dir")
-    spec = FeatureView(model_dir / "feats").spec
-    return write_view(out, store, columns=spec["columns"], left=spec["splice"][0], right=spec["splice"][1],
-                      matrix=np.load(model_dir / "final.mat.npy"), fmllr=fmllr)
 
 
 def silence_tids(tm, tree, silence: list[int]) -> np.ndarray:
@@ -111,6 +100,7 @@ class LdaMllt:
         run.feats = write_view(run.exp.path / "feats", self.store, columns=c.columns, left=c.splice, right=c.splice,
                                matrix=matrix)
         save_matrix(run.exp.path / "final.mat.npy", matrix)
+        write_json(run.exp.path / "transform.json", {"columns": c.columns, "splice": [c.splice, c.splice]})
 
     def prepare(self, run) -> None:
         out, c = run.exp.path, self.cfg

@@ -25,6 +25,7 @@ from asr_kd.errors import AsrKdError
 from asr_kd.io import make_temp_dir, read_json, replace_dir, write_json
 
 VIEW_FILE = "view.json"
+TRANSFORM_FILES = ("final.mat.npy", "transform.json")   # a model's transform and its splicing (model dir, ali store)
 
 
 def splice(x: np.ndarray, left: int, right: int) -> np.ndarray:
@@ -142,6 +143,19 @@ def fmllr_table(transforms: dict[str, np.ndarray], utt2spk: dict[str, str]) -> d
     return {"transforms": stack, "utts": utts, "utt_speaker": [index[utt2spk[u]] for u in utts], "speakers": speakers}
 
 
-def view_spec(path: str | os.PathLike) -> dict:
-    """The source, columns and splice of a view (to make another view of the same features)."""
-    return FeatureView(path).spec
+def model_view(model_dir: str | Path, store: str | Path, out: str | Path, fmllr: dict | None = None) -> FeatureView:
+    """The view of `store` that the model in `model_dir` expects (its splicing and final.mat),
+    optionally with per-speaker fMLLR (`fmllr_table`)."""
+    model_dir = Path(model_dir)
+    if not all((model_dir / name).is_file() for name in TRANSFORM_FILES):
+        raise AsrKdError(f"{model_dir}: no {' / '.join(TRANSFORM_FILES)}: not an LDA+MLLT or SAT model dir "
+                         f"(or its alignment store)")
+    spec = read_json(model_dir / "transform.json")
+    return write_view(out, store, columns=spec["columns"], left=spec["splice"][0], right=spec["splice"][1],
+                      matrix=np.load(model_dir / "final.mat.npy"), fmllr=fmllr)
+
+
+def transform_files(model_dir: str | Path) -> dict[str, Path]:
+    """The files that define a model's feature transform (copied into its alignment store), if any."""
+    files = {name: Path(model_dir) / name for name in TRANSFORM_FILES}
+    return files if all(f.is_file() for f in files.values()) else {}
