@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from asr_kd.data.store import RaggedStore
+from asr_kd.data.store import RaggedStore, write_store
 from asr_kd.errors import AsrKdError
 from asr_kd.io import make_temp_dir, read_json, replace_dir, write_json
 
@@ -159,3 +160,17 @@ def transform_files(model_dir: str | Path) -> dict[str, Path]:
     """The files that define a model's feature transform (copied into its alignment store), if any."""
     files = {name: Path(model_dir) / name for name in TRANSFORM_FILES}
     return files if all(f.is_file() for f in files.values()) else {}
+
+
+def materialize(view_path: str | os.PathLike, out: str | os.PathLike) -> RaggedStore:
+    """Write a view's features as a feature store (e.g. fMLLR features for a DNN: Kaldi's
+    steps/nnet/make_fmllr_feats.sh), with the source store's metadata and the view's identity."""
+    view = FeatureView(view_path)
+    meta = {k: v for k, v in view.source.meta.items()
+            if k not in ("dtype", "row_shape", "num_rows", "num_keys")}
+    meta.update(dim=view.meta["dim"], config_hash=view.meta["config_hash"], view=view.spec, kind="features")
+    store = write_store(out, view.items(), meta, dtype="float32")
+    samples = view.source.path / "num_samples.npy"
+    if samples.is_file():
+        shutil.copyfile(samples, store.path / "num_samples.npy")
+    return store

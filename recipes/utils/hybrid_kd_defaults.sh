@@ -24,6 +24,10 @@ tri_num_utts=5000        # tri1 on N train utterances spread over the set (Kaldi
                          # Every set is then aligned with tri1. AN4 (857 utterances) uses all of them.
 num_leaves=500           # tri1: tied HMM states (= DNN output classes)
 tot_gauss=4000           # tri1: total Gaussians
+gmm_stage=tri1           # GMM whose alignments label the DNNs: tri1 | tri3 (also trains tri2 = LDA+MLLT and
+                         # tri3 = SAT with fMLLR after tri1, decodes both: Kaldi's train_lda_mllt/train_sat.sh)
+dnn_input=fbank          # DNN input features: fbank | fmllr (tri3's spliced LDA+MLLT+fMLLR, 40 dims per
+                         # speaker; needs --gmm-stage tri3; dev/test adapted from first-pass hypotheses)
 hidden_layers=2          # DNN depth: baseline, every ensemble member and every student (paper: 8)
 hidden_dim=256           # DNN width (paper: 2560)
 max_epochs=6             # upper bound on epochs of every DNN (newbob may stop earlier)
