@@ -32,10 +32,9 @@ from asr_kd.align.graphs import load_lang
 from asr_kd.align.lda_mllt import silence_tids
 from asr_kd.align.tri import TriConfig, train_tri
 from asr_kd.data.datadir import read_table
-from asr_kd.data.feature_view import fmllr_table, model_view, open_feats, transform_files, write_view
+from asr_kd.data.feature_view import fmllr_table, model_view, open_feats, transform_files
 from asr_kd.data.store import RaggedStore
 from asr_kd.errors import AsrKdError
-from asr_kd.expdir import ExpDir
 from asr_kd.io import atomic_path, write_json
 from asr_kd.kaldi import gmm
 from asr_kd.parallel import Jobs, run_shards, split
