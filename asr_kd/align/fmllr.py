@@ -77,7 +77,10 @@ def estimate_fmllr(stats: FmllrStats, iters: int = 40, min_count: float = 20.0) 
     for _ in range(iters):
         for i in range(dim):
             W[i] = _best_row(np.append(np.linalg.inv(W[:, :-1])[:, i], 0.0), stats.K[i], G_inv[i], stats.beta)
-    return W, (fmllr_objective(W, stats) - before) / stats.beta
+    gain = fmllr_objective(W, stats) - before
+    if gain < 0 and not np.isclose(gain + before, before):     # as Kaldi: never apply a worse transform
+        return identity(dim), 0.0
+    return W, gain / stats.beta
 
 
 def _best_row(p: np.ndarray, k: np.ndarray, G_inv: np.ndarray, beta: float) -> np.ndarray:

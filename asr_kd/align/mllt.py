@@ -7,16 +7,19 @@ Written in numpy because kaldi-hmm-gmm binds no MLLT. A square A is applied to t
 
 and the auxiliary function beta log|det A| - 1/2 sum_i a_i G_i a_i^T is maximised row by row:
 a_i = c_i G_i^-1 sqrt(beta / (c_i G_i^-1 c_i^T)), c_i the i-th row of A's cofactor matrix,
-10 sweeps from the identity (MlltAccs::Update). The model's means become A mu.
+200 sweeps from the identity (MlltAccs::Update). The model's means become A mu.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from asr_kd.align.gmm_stats import pdf_posteriors
 from asr_kd.kaldi.model_io import DiagGmms
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,12 +57,19 @@ def mllt_objective(A: np.ndarray, stats: MlltStats) -> float:
     return stats.beta * logdet - 0.5 * float(np.einsum("ij,ijk,ik->", A, stats.G, A))
 
 
-def estimate_mllt(stats: MlltStats, sweeps: int = 10) -> tuple[np.ndarray, float]:
-    """est-mllt: (A, auxiliary-function improvement per frame over the identity)."""
+def estimate_mllt(stats: MlltStats, sweeps: int = 200) -> tuple[np.ndarray, float]:
+    """est-mllt: (A, auxiliary-function improvement per frame over the identity).
+
+    Kaldi warns under 10 frames per dimension and updates anyway; under 2 per dimension the
+    statistics are singular, so the identity is kept here.
+    """
     dim = stats.G.shape[0]
     A = np.eye(dim)
-    if stats.beta < 10 * dim:       # Kaldi refuses too few frames the same way
-        return A, 0.0
+    if stats.beta < 10 * dim:
+        log.warning("MLLT: %s count %.1f for %d dimensions", "very small" if stats.beta > 2 * dim else
+                    "insufficient (identity kept)", stats.beta, dim)
+        if stats.beta <= 2 * dim:
+            return A, 0.0
     G_inv = np.linalg.inv(stats.G)
     before = mllt_objective(A, stats)
     for _ in range(sweeps):
