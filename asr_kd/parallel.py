@@ -86,19 +86,48 @@ def run_shards(fn: Callable[..., R], shards: Sequence[Sequence], jobs: Jobs = Jo
         return []
     if jobs.dask_scheduler is None and (jobs.nj <= 1 or len(shards) == 1):
         return [_call(fn, shard, args, i, desc) for i, shard in enumerate(tqdm(shards, desc=desc, unit="shard"))]
+    if jobs in _HELD:
+        return _map(_HELD[jobs], fn, shards, args, desc)
     with _executor(jobs, len(shards)) as pool:
-        futures = [pool.submit(fn, shard, *args) for shard in shards]
+        return _map(pool, fn, shards, args, desc)
+
+
+@contextlib.contextmanager
+def held_pool(jobs: Jobs) -> Iterator[None]:
+    """Keep one executor open for every `run_shards(..., jobs)` inside the block.
+
+    A GMM stage calls run_shards a few times per pass over ~40 passes; starting a process pool (or a
+    Dask client) per call cost ~12 s of CPU per AN4 stage. A forked worker holds the parent's memory
+    as it was when the pool started, which is harmless here: shards get everything they use as
+    pickled arguments.
+    """
+    if (jobs.dask_scheduler is None and jobs.nj <= 1) or jobs in _HELD:
+        yield
+        return
+    with _executor(jobs, jobs.nj) as pool:
+        _HELD[jobs] = pool
         try:
-            for future in tqdm(cf.as_completed(futures), total=len(futures), desc=desc, unit="shard"):
-                future.result()  # raise the first failure as soon as it happens
-            return [f.result() for f in futures]
-        except AsrKdError:
-            _cancel(futures)
-            raise
-        except Exception as e:  # noqa: BLE001 (every other failure is reported with its shard)
-            _cancel(futures)
-            i = next((k for k, f in enumerate(futures) if f.done() and not f.cancelled() and f.exception()), None)
-            raise _shard_error(desc, shards, i, e) from e
+            yield
+        finally:
+            del _HELD[jobs]
+
+
+_HELD: dict[Jobs, cf.Executor] = {}
+
+
+def _map(pool: cf.Executor, fn, shards, args, desc: str) -> list:
+    futures = [pool.submit(fn, shard, *args) for shard in shards]
+    try:
+        for future in tqdm(cf.as_completed(futures), total=len(futures), desc=desc, unit="shard"):
+            future.result()  # raise the first failure as soon as it happens
+        return [f.result() for f in futures]
+    except AsrKdError:
+        _cancel(futures)
+        raise
+    except Exception as e:  # noqa: BLE001 (every other failure is reported with its shard)
+        _cancel(futures)
+        i = next((k for k, f in enumerate(futures) if f.done() and not f.cancelled() and f.exception()), None)
+        raise _shard_error(desc, shards, i, e) from e
 
 
 def _call(fn, shard, args, i: int, desc: str):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from asr_kd.errors import AsrKdError
-from asr_kd.parallel import Jobs, run_shards, split
+from asr_kd.parallel import Jobs, held_pool, run_shards, split
 
 
 def shard_sum(shard, scale):
@@ -31,6 +31,10 @@ def die(shard):
     if 3 in shard:
         os.kill(os.getpid(), signal.SIGKILL)
     return shard
+
+
+def worker_pid(shard):
+    return os.getpid()
 
 
 def test_split_is_contiguous_balanced_and_complete():
@@ -65,6 +69,22 @@ def test_asr_kd_error_passes_through():
 def test_lost_worker_is_an_error_not_a_smaller_result():
     with pytest.raises(AsrKdError, match="worker process was lost"):
         run_shards(die, split(list(range(8)), 4), Jobs(nj=2))
+
+
+def test_held_pool_serves_every_call_in_the_block():
+    jobs, shards = Jobs(nj=2), split(list(range(8)), 4)
+    with held_pool(jobs):
+        pids = set(run_shards(worker_pid, shards, jobs)) | set(run_shards(worker_pid, shards, jobs))
+        assert len(pids) <= 2 and os.getpid() not in pids   # the same two workers for both calls
+        assert run_shards(shard_sum, shards, jobs, 2.0) == run_shards(shard_sum, shards, Jobs(nj=1), 2.0)
+    fresh = set(run_shards(worker_pid, shards, jobs))    # outside the block: a new pool per call
+    assert not fresh & pids
+
+
+def test_held_pool_still_fails_a_lost_worker():
+    jobs = Jobs(nj=2)
+    with pytest.raises(AsrKdError, match="worker process was lost"), held_pool(jobs):
+        run_shards(die, split(list(range(8)), 4), jobs)
 
 
 def test_dask_local_cluster_gives_the_same_results():

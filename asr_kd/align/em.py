@@ -2,12 +2,12 @@
 
 Every pass runs its shards through `asr_kd.parallel` (--nj local processes or a Dask cluster):
 realignment shards compile their graphs once per run (kept in `graphs/`) and read the model from
-`x.mdl`; accumulation shards read the alignment from `ali.npz` and return statistics, summed in
+`x.mdl`; accumulation shards read the alignment from `ali/` (memory-mapped .npy arrays) and return statistics, summed in
 shard order. Shards are cut by utterance count (`align.shard_size`), so --nj 1, 4 or a cluster
 give the same bytes. Mixing up draws from `np.random.default_rng([seed, pass])`: every pass,
 resumed or not, draws the same numbers, and two runs give byte-identical models.
 
-Each finished pass x writes `x+1.mdl` (atomically); the alignment in use is saved as `ali.npz`
+Each finished pass x writes `x+1.mdl` (atomically); the alignment in use is saved as `ali/`
 after each realignment, so a killed run restarts at the last finished pass and ends with the same
 `final.mdl` as an uninterrupted one. A dir holding a run of another config is refused rather than mixed.
 """
@@ -124,9 +124,9 @@ def accumulate_shard(items: list[UttText], feats_path: str, ali_path: str, gmms:
 
 
 def em_pass(x: int, am, tm, run: Run, *, mixup: int, opts: UpdateOptions):
-    """One gmm-acc-stats-ali + gmm-est pass on the alignment in `ali.npz`; writes `x+1.mdl`. Returns (tm, am)."""
+    """One gmm-acc-stats-ali + gmm-est pass on the alignment in `ali`; writes `x+1.mdl`. Returns (tm, am)."""
     gmms = gmm.stacked(am)
-    parts = run_shards(accumulate_shard, run.shards, run.jobs, str(run.feats.path), str(run.exp.path / "ali.npz"),
+    parts = run_shards(accumulate_shard, run.shards, run.jobs, str(run.feats.path), str(run.exp.path / "ali"),
                        gmms, np.asarray(tm.id2pdf_id, np.int32), desc=f"acc pass {x}")
     stats = sum_stats(parts)
     tm, t_impr, t_count = gmm.update_transitions(tm, stats.transitions)
@@ -142,30 +142,42 @@ def em_pass(x: int, am, tm, run: Run, *, mixup: int, opts: UpdateOptions):
 
 
 def save_alignment(path: Path, ali: dict[str, np.ndarray], x: int) -> None:
-    """The alignment in use: sorted ids, offsets and all transition ids in one array (read whole by each shard)."""
+    """The alignment in use, as a directory of .npy arrays: sorted ids, offsets, all transition ids.
+
+    Plain .npy files (not one .npz) so that each EM shard memory-maps them and reads only its own
+    utterances (a binary search in the sorted ids): a shard's cost does not grow with the corpus.
+    """
     utts = sorted(ali)
     offsets = np.concatenate([[0], np.cumsum([len(ali[u]) for u in utts])]).astype(np.int64)
     tids = np.concatenate([ali[u] for u in utts]).astype(np.int32) if utts else np.zeros(0, np.int32)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, pass_=np.array(x), utts=np.array(utts, dtype=str), offsets=offsets, tids=tids)
+    with atomic_path(path, is_dir=True) as tmp:
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name, array in (("pass", np.array(x)), ("utts", np.array(utts, dtype=str)),
+                            ("offsets", offsets), ("tids", tids)):
+            np.save(tmp / f"{name}.npy", array)
 
 
 def load_alignment(path: str | Path, utts: list[str] | None = None) -> dict[str, np.ndarray]:
-    """{utt: tids} from `save_alignment`'s file, for `utts` (those present) or all."""
-    with np.load(path) as z:
-        if "tids" not in z.files:
-            raise AsrKdError(f"{path}: alignment from an older version; remove the training dir and re-run")
-        ids, offsets, tids = [str(u) for u in z["utts"]], z["offsets"], z["tids"]
-    index = {u: i for i, u in enumerate(ids)}
-    wanted = ids if utts is None else [u for u in utts if u in index]
-    return {u: tids[offsets[index[u]]:offsets[index[u] + 1]] for u in wanted}
+    """{utt: tids} from `save_alignment`'s directory, for `utts` (those present) or all."""
+    path = Path(path)
+    if not (path / "tids.npy").is_file():
+        raise AsrKdError(f"{path}: no alignment here (from an older version?); remove the training dir and re-run")
+    ids = np.load(path / "utts.npy", mmap_mode="r")
+    offsets = np.load(path / "offsets.npy", mmap_mode="r")
+    tids = np.load(path / "tids.npy", mmap_mode="r")
+    if utts is None:
+        rows = range(len(ids))
+    else:
+        wanted = np.array(utts, dtype=str)
+        pos = np.searchsorted(ids, wanted) if len(ids) else np.zeros(len(wanted), np.int64)
+        rows = [int(i) for i, u in zip(pos, wanted) if i < len(ids) and ids[i] == u]
+    return {str(ids[i]): np.array(tids[offsets[i]:offsets[i + 1]]) for i in rows}
 
 
 def resume(out: Path, tree, num_iters: int):
     """(first pass to run, tm, am) from the checkpoints in `out`; None if none."""
     done = sorted(int(p.stem) for p in out.glob("*.mdl") if p.stem.isdigit() and int(p.stem) >= 1)
-    if not done or not (out / "ali.npz").is_file():
+    if not done or not (out / "ali" / "tids.npy").is_file():
         return None
     last = min(done[-1], num_iters)
     tm, am = gmm.read_model(out / f"{last}.mdl", tree)
@@ -174,11 +186,11 @@ def resume(out: Path, tree, num_iters: int):
 
 
 def realign(x: int, run: Run, cfg: AlignConfig) -> None:
-    """Align the training set with `x.mdl` and save it as the alignment in use (`ali.npz`)."""
+    """Align the training set with `x.mdl` and save it as the alignment in use (`ali`)."""
     ali, failed, like = align_set(run.paths(f"{x}.mdl"), run.shards, cfg, run.jobs, desc=f"align pass {x}")
     if not ali:
         raise AsrKdError(f"{run.exp.path}: pass {x}: no utterance could be aligned ({len(failed)} failed)")
-    save_alignment(run.exp.path / "ali.npz", ali, x)
+    save_alignment(run.exp.path / "ali", ali, x)
     run.exp.log_metrics({"pass": x, "align_avg_loglike": like, "align_failed": len(failed)})
 
 

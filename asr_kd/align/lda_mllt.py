@@ -71,7 +71,7 @@ def lda_shard(items: list[UttText], feats_path: str, ali_dir: str, silence: list
 
 def mllt_shard(items: list[UttText], feats_path: str, ali_path: str, gmms, tid_to_pdf: np.ndarray,
                tid_weight: np.ndarray) -> MlltStats:
-    """gmm-acc-mllt over one shard, with the alignment in use (`ali.npz`)."""
+    """gmm-acc-mllt over one shard, with the alignment in use (`ali/`)."""
     feats = open_feats(feats_path)
     ali = load_alignment(ali_path, [u for u, _ in items])
     stats = MlltStats.zeros(gmms.dim)
@@ -126,7 +126,7 @@ class LdaMllt:
             return am
         gmms = gmm.stacked(am)
         table = gmm.TransitionTable(tm, run.tree)
-        parts = run_shards(mllt_shard, run.shards, run.jobs, str(run.feats.path), str(run.exp.path / "ali.npz"), gmms,
+        parts = run_shards(mllt_shard, run.shards, run.jobs, str(run.feats.path), str(run.exp.path / "ali"), gmms,
                            table.pdf, silence_tids(tm, run.tree, self.silence), desc=f"mllt pass {x}")
         A, impr = estimate_mllt(sum_in_order(parts))
         matrix = A @ run.feats.matrix

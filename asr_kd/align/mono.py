@@ -22,7 +22,7 @@ from asr_kd.align.graphs import load_lang
 from asr_kd.data.store import RaggedStore
 from asr_kd.expdir import ExpDir
 from asr_kd.kaldi import gmm
-from asr_kd.parallel import Jobs, run_shards
+from asr_kd.parallel import Jobs, held_pool, run_shards
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,12 @@ class MonoConfig:
 def train_mono(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: str | Path,
                out_dir: str | Path, cfg: MonoConfig | None = None, jobs: Jobs = Jobs()) -> Path:
     """Train a monophone system into `out_dir` (final.mdl, tree, N.mdl, log/). Returns out_dir."""
+    with held_pool(jobs):  # one process pool for all ~40 passes
+        return _train_mono(feats, texts, lang_dir, out_dir, cfg, jobs)
+
+
+def _train_mono(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: str | Path,
+                out_dir: str | Path, cfg: MonoConfig | None, jobs: Jobs) -> Path:
     cfg = cfg or MonoConfig()
     feats = feats if isinstance(feats, RaggedStore) else RaggedStore(feats)
     lang = load_lang(lang_dir)
@@ -63,7 +69,7 @@ def train_mono(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir:
         start, tm, am = resumed
     if start == 0:
         gmm.write_model(out / "0.mdl", tm, am, tree)
-        save_alignment(out / "ali.npz", equal_alignment(run), 0)
+        save_alignment(out / "ali", equal_alignment(run), 0)
         tm, am = em_pass(0, am, tm, run, mixup=0, opts=UpdateOptions(power=cfg.power, min_gaussian_occupancy=3.0))
         start = 1
     num_gauss, inc_gauss = gauss_schedule(am, cfg, start)

@@ -67,8 +67,8 @@ def fmllr_shard(speakers: list[tuple[str, list[str]]], feats_path: str, ali_path
 
 
 def read_tids(ali_path: str, utts: list[str]) -> dict[str, np.ndarray]:
-    """Transition ids of `utts` (those aligned) from a training run's `ali.npz` or a `transitions/` store."""
-    if ali_path.endswith(".npz"):
+    """Transition ids of `utts` (those aligned) from a training run's `ali/` or a `transitions/` store."""
+    if not (Path(ali_path) / "meta.json").is_file():
         return load_alignment(ali_path, utts)
     store = RaggedStore(ali_path)
     return {u: np.asarray(store[u]) for u in utts if u in store}
@@ -157,7 +157,7 @@ class Sat:
         if x not in self.cfg.fmllr_iters:
             return am
         current = self.current
-        new, _ = self._estimate(run, str(run.feats.path), str(run.exp.path / "ali.npz"), tm, run.tree, am, x)
+        new, _ = self._estimate(run, str(run.feats.path), str(run.exp.path / "ali"), tm, run.tree, am, x)
         composed = {s: compose(W, current.get(s, identity(W.shape[0]))) for s, W in new.items()}
         save_transforms(run.exp.path / f"trans.{x}.npz", composed)
         self._view(run, composed)
@@ -190,7 +190,7 @@ def write_si_model(out: Path, run_shards_of: list, jobs: Jobs, power: float) -> 
     tm, am = gmm.read_model(out / "final.mdl", tree)
     gmms = gmm.stacked(am)
     si = open_feats(out / "feats_si")
-    parts = run_shards(twofeats_shard, run_shards_of, jobs, str(out / "feats"), str(si.path), str(out / "ali.npz"),
+    parts = run_shards(twofeats_shard, run_shards_of, jobs, str(out / "feats"), str(si.path), str(out / "ali"),
                        gmms, np.asarray(tm.id2pdf_id, np.int32), desc="si model")
     total = parts[0]
     for part in parts[1:]:
@@ -214,7 +214,7 @@ def train_sat(store: str | Path, data_dir: str | Path, lang_dir: str | Path, ali
     adapt = Sat(cfg, Path(store), ali_dir, utt2spk, load_lang(lang_dir).silence)
     out = train_tri(RaggedStore(store), texts, lang_dir, ali_dir, out_dir, cfg, jobs, adapt=adapt)
     if not (out / "si" / "final.mdl").is_file():
-        utts = sorted(load_alignment(out / "ali.npz"))
+        utts = sorted(load_alignment(out / "ali"))
         write_si_model(out, utt_shards({u: "" for u in utts}, cfg.align.shard_size), jobs, cfg.power)
     return out
 
@@ -238,7 +238,7 @@ def adapt_set(sat_dir: str | Path, store: str | Path, texts: dict[str, str], utt
     kept = {u: t for u, t in texts.items() if u in si_view}
     paths = ModelPaths(str(lang.path), str(sat_dir / "si" / "tree"), str(sat_dir / "si" / "final.mdl"), str(si_view.path))
     ali, failed, like = align_set(paths, utt_shards(kept, align.shard_size), align, jobs, desc=f"si align {out_view.name}")
-    ali_path = out_view.with_name(out_view.name + ".ali.npz")
+    ali_path = out_view.with_name(out_view.name + ".ali")
     save_alignment(ali_path, ali, 0)
     tree = gmm.read_tree(sat_dir / "tree")
     tm, am = gmm.read_model(sat_dir / "final.mdl", tree)
@@ -250,5 +250,5 @@ def adapt_set(sat_dir: str | Path, store: str | Path, texts: dict[str, str], utt
     summary.update(si_align_failed=failed, si_align_avg_loglike=like, silence_weight=silence_weight)
     write_json(out_view.with_name(out_view.name + ".json"), summary)
     shutil.rmtree(si_view.path, ignore_errors=True)
-    ali_path.unlink()
+    shutil.rmtree(ali_path, ignore_errors=True)
     return summary

@@ -25,7 +25,7 @@ from asr_kd.data.store import RaggedStore
 from asr_kd.errors import AsrKdError
 from asr_kd.expdir import ExpDir
 from asr_kd.kaldi import gmm
-from asr_kd.parallel import Jobs, run_shards
+from asr_kd.parallel import Jobs, held_pool, run_shards
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,12 @@ def train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: 
     transform: `adapt.prepare(run)` before the tree is built, `adapt.resume(run, start)` once the
     first pass is known, and `adapt(x, run, tm, am) -> am` before each pass.
     """
+    with held_pool(jobs):  # one process pool for all ~40 passes
+        return _train_tri(feats, texts, lang_dir, ali_dir, out_dir, cfg, jobs, adapt)
+
+
+def _train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: str | Path, ali_dir: str | Path,
+               out_dir: str | Path, cfg: TriConfig | None, jobs: Jobs, adapt) -> Path:
     cfg = cfg or TriConfig()
     feats = feats if not isinstance(feats, (str, Path)) else open_feats(feats)
     lang, ali_dir = load_lang(lang_dir), Path(ali_dir)
@@ -76,7 +82,7 @@ def train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: 
         start, tm, am = resumed
     else:
         ali = convert_alignment({u: np.asarray(old_ali[u]) for u in texts}, old_tm, old_tree, tm, tree)
-        save_alignment(out / "ali.npz", ali, 0)
+        save_alignment(out / "ali", ali, 0)
         gmm.write_model(out / "1.mdl", tm, am, tree)
     if adapt is not None:
         adapt.resume(run, start)
