@@ -11,6 +11,12 @@ not a new feature store.
     s_t      = [x_{t-L}; ...; x_{t+R}]                               (edges repeated, as splice-feats)
     y_t      = M s_t  (M: (d, D) or affine (d, D+1))                 (LDA+MLLT, Kaldi final.mat)
     z_t      = A_s y_t + b_s  ([A_s b_s] of the utterance's speaker)  (fMLLR, Kaldi trans.*)
+
+Opening a view limits BLAS to one thread for the rest of the process (GMM shard workers, the
+CLI that opens it): the products are small, and on the shared 2-core machine BLAS's spinning
+worker threads made one pass over AN4 train through a view cost 95 s of wall time instead of
+3 s (measured, load ~30; as `asr_kd.align.gmm_stats` found for the E-step). A context per
+utterance costs 3.7 ms, so the limit is set once.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from asr_kd.data.store import RaggedStore, write_store
 from asr_kd.errors import AsrKdError
@@ -48,10 +55,19 @@ def apply_affine(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     raise AsrKdError(f"transform of shape {matrix.shape} does not fit features of dim {x.shape[1]}")
 
 
+_BLAS_LIMIT = []
+
+
+def _single_thread_blas() -> None:
+    if not _BLAS_LIMIT:
+        _BLAS_LIMIT.append(threadpool_limits(limits=1, user_api="blas"))
+
+
 class FeatureView:
     """Read side of a view directory (see the module docstring)."""
 
     def __init__(self, path: str | os.PathLike):
+        _single_thread_blas()
         self.path = Path(path)
         spec = read_json(self.path / VIEW_FILE)
         self.spec = spec
