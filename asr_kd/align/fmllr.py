@@ -45,19 +45,24 @@ def identity(dim: int) -> np.ndarray:
 
 def accumulate_fmllr(stats: FmllrStats, gmms: DiagGmms, feats: np.ndarray, pdfs: np.ndarray,
                      weights: np.ndarray | None = None) -> FmllrStats:
-    """Add one utterance's frames (aligned to `pdfs`, weighted by `weights`) of one speaker."""
+    """Add frames of one speaker (aligned to `pdfs`, weighted by `weights`)."""
     x = np.asarray(feats, np.float64)
     xi = np.hstack([x, np.ones((len(x), 1))])
     inv_vars = gmms.inv_vars.astype(np.float64)
     means_invvars = gmms.means_invvars.astype(np.float64)
     dim = x.shape[1]
+    upper = np.triu_indices(dim + 1)                # G_i is symmetric: accumulate its upper triangle
+    G_upper = np.zeros((dim, len(upper[0])))
     for rows, frames, post in pdf_posteriors(gmms, x, pdfs, weights):
         xf = xi[frames]
         stats.K += means_invvars[rows].T @ (post.T @ xf)
-        per_dim = post @ inv_vars[rows]                                  # (n, D): sum_m gamma / sigma^2_{m,i}
-        outer = (xf[:, :, None] * xf[:, None, :]).reshape(len(xf), -1)  # (n, (D+1)^2)
-        stats.G += (per_dim.T @ outer).reshape(dim, dim + 1, dim + 1)
+        per_dim = post @ inv_vars[rows]             # (n, D): sum_m gamma / sigma^2_{m,i}
+        G_upper += per_dim.T @ (xf[:, upper[0]] * xf[:, upper[1]])
         stats.beta += float(post.sum())
+    G = np.zeros((dim, dim + 1, dim + 1))
+    G[:, upper[0], upper[1]] = G_upper
+    G[:, upper[1], upper[0]] = G_upper
+    stats.G += G
     return stats
 
 

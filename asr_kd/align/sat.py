@@ -59,8 +59,9 @@ def fmllr_shard(speakers: list[tuple[str, list[str]]], feats_path: str, ali_path
     for spk, utts in speakers:
         ali = read_tids(ali_path, utts)
         stats = FmllrStats.zeros(gmms.dim)
-        for utt, tids in ali.items():
-            accumulate_fmllr(stats, gmms, feats[utt], tid_to_pdf[tids], tid_weight[tids])
+        if ali:                                 # the speaker's frames together: one product per pdf
+            tids = np.concatenate(list(ali.values()))
+            accumulate_fmllr(stats, gmms, np.concatenate([feats[u] for u in ali]), tid_to_pdf[tids], tid_weight[tids])
         W, impr = estimate_fmllr(stats, iters=iters, min_count=min_count)
         out[spk] = (W, impr, stats.beta)
     return out
