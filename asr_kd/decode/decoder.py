@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from asr_kd.align.gmm_stats import component_loglikes
@@ -147,8 +148,9 @@ def decode_shard(utts: list[str], job: DecodeJob, settings: list[Setting]) -> di
                 for p in dict.fromkeys(p for _, p in settings)}
     store = open_feats(job.source)
     matrices = {u: np.asarray(store[u]) for u in utts}
-    if job.gmm:
-        matrices = gmm_loglikes(next(iter(decoders.values())).am, matrices)
+    if job.gmm:  # one BLAS thread: spinning BLAS threads stalled a tri1 dev decode for 17+ min on the shared machine
+        with threadpool_limits(limits=1, user_api="blas"):
+            matrices = gmm_loglikes(next(iter(decoders.values())).am, matrices)
     return {(scale, penalty): [_decode_timed(decoders[penalty], u, matrices[u], scale) for u in utts]
             for scale, penalty in settings}
 
