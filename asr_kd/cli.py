@@ -6,7 +6,7 @@ explicit table of them (no import side effects). An AsrKdError prints its messag
 A command module whose third-party package is missing is skipped, not fatal: a GPU machine with
 only torch, numpy, pyyaml and tqdm (DESIGN.md §8) runs train / distill / eval-frames although the
 audio and Kaldi stages cannot import there. Asking for a command it would have given names the
-missing package in one line.
+missing package in one line. A write that fails for a full disk (ENOSPC) is one line too.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import logging
 import sys
 
 from asr_kd.errors import AsrKdError
+from asr_kd.io import disk_full_message
 
 COMMAND_MODULES = [
     "asr_kd.data.commands",
@@ -25,6 +26,7 @@ COMMAND_MODULES = [
     "asr_kd.decode.commands",
     "asr_kd.nnet.commands",
     "asr_kd.distill.commands",
+    "asr_kd.distill.commands_specialists",
     "asr_kd.report.commands",
 ]
 
@@ -82,5 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except AsrKdError as e:
         print(f"asr-kd {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk can strike any write: one line, not a traceback
+        message = disk_full_message(e)
+        if message is None:
+            raise
+        print(f"asr-kd {args.command}: error: {message}", file=sys.stderr)
         return 1
     return 0

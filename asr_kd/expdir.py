@@ -61,3 +61,16 @@ def environment() -> dict:
     except ImportError:
         pass
     return env
+
+
+SYSTEM_KINDS = ("gmm", "dnn", "ensemble", "student")
+
+
+def write_system(path: str | Path, kind: str, **fields) -> Path:
+    """`<path>/system.json`: what this dir's system is (kind, teacher, T, seed, sizes), written by the stage
+    that made it, so the report reads what a system is instead of guessing it from the directory name."""
+    if kind not in SYSTEM_KINDS:
+        raise ValueError(f"system kind {kind!r} not in {SYSTEM_KINDS}")
+    out = Path(path) / "system.json"
+    write_json(out, {"kind": kind, **fields})
+    return out

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import concurrent.futures.process  # noqa: F401 (cf.process.BrokenProcessPool, also when no pool was made)
 import contextlib
 import logging
 import multiprocessing
@@ -36,6 +37,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 from tqdm import tqdm
 
 from asr_kd.errors import AsrKdError
+from asr_kd.io import disk_full_message
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,7 +143,8 @@ def _call(fn, shard, args, i: int, desc: str):
 
 def _shard_error(desc: str, shards, i: int | None, e: BaseException, index: int | None = None) -> AsrKdError:
     lost = isinstance(e, cf.process.BrokenProcessPool) or type(e).__name__ == "KilledWorker"
-    what = "a worker process was lost (killed, or out of memory)" if lost else f"{type(e).__name__}: {e}"
+    full = disk_full_message(e) if isinstance(e, OSError) else None
+    what = "a worker process was lost (killed, or out of memory)" if lost else full or f"{type(e).__name__}: {e}"
     if i is None:
         return AsrKdError(f"{desc}: {what}; nothing of this stage was kept; re-run the command")
     shard = shards[i]

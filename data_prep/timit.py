@@ -8,7 +8,9 @@ Layout read: `TRAIN|TEST/DR<n>/<speaker>/<sentence>.WAV` (NIST SPHERE, soundfile
 Choices (as Kaldi's egs/timit/s5):
 - phone recognition: the transcript is the `.PHN` phone sequence folded 61 -> 48 (`q` deleted,
   `h#`/`pau` -> `sil`), the "lexicon" maps each of the 48 phones to itself, and results are scored
-  after folding to 39 (`timit_phones.fold_to_39`). TIMITDIC.TXT word-level setups are not offered;
+  after folding to 39 (`local/phones.48-39.map`, written here from `timit_phones`, is the recipe's
+  `--score-map`: Lee & Hon's 39-phone PER, with the 48-phone score kept next to it). TIMITDIC.TXT
+  word-level setups are not offered;
   TIMIT's sentences are too few for a word LM and the literature reports phone error rate;
 - the SA sentences (two dialect sentences every speaker reads) are excluded everywhere;
 - test = the 24-speaker core test set, dev = Kaldi's 50-speaker dev set (from the rest of TEST),
@@ -24,7 +26,8 @@ from pathlib import Path
 from asr_kd.data.datadir import DataDir, c_order
 from asr_kd.errors import AsrKdError
 from data_prep.common import Utterance, corpus_cli, write_dict_dir, write_sets
-from data_prep.timit_phones import MAP_61_TO_48, PHONES_48, SILENCE_48, map_phones
+from asr_kd.io import write_text
+from data_prep.timit_phones import MAP_48_TO_39, MAP_61_TO_48, PHONES_48, SILENCE_48, map_phones
 
 CORE_TEST_SPEAKERS = frozenset("""
 mdab0 mwbt0 felc0 mtas1 mwew0 fpas0 mjmp0 mlnt0 fpkt0 mlll0 mtls0 fjlm0
@@ -36,6 +39,7 @@ mglb0 mrtk0 mtaa0 mtdt0 mthc0 mwjg0 fnmr0 frew0 fsem0 mbns0 mmjr0 mdls0 mdlf0 md
 mrcs0 mrjm4 fcal1 mmwh0 fjsj0 majc0 mjsw0 mreb0 fgjd0 fjmg0 mroa0 mteb0 mjfc0 mrjr0 fmml0 mrws1
 """.split())
 DIALECT_DIR = re.compile(r"^dr\d$", re.IGNORECASE)
+SCORE_MAP = "phones.48-39.map"  # under out/local: decode --score-map (39-phone PER, Lee & Hon 1989)
 
 
 def child(parent: Path, name: str) -> Path | None:
@@ -92,7 +96,7 @@ def read_utterance(wav: Path, speaker: str) -> Utterance:
 
 
 def prepare(corpus: str | Path, out: str | Path) -> dict[str, DataDir]:
-    """Write out/{train,dev,test} and a phone-level out/local/dict."""
+    """Write out/{train,dev,test}, a phone-level out/local/dict and the 48 -> 39 scoring map."""
     root = find_root(corpus)
     train = read_part(child(root, "train"))
     test_part = read_part(child(root, "test"))
@@ -106,6 +110,7 @@ def prepare(corpus: str | Path, out: str | Path) -> dict[str, DataDir]:
     written = write_sets(out, sets)
     lexicon = [(p, (p,)) for p in PHONES_48 if p != SILENCE_48]
     write_dict_dir(Path(out) / "local" / "dict", lexicon, [SILENCE_48], SILENCE_48, {SILENCE_48: SILENCE_48})
+    write_text(Path(out) / "local" / SCORE_MAP, "".join(f"{p} {MAP_48_TO_39[p]}\n" for p in PHONES_48))
     return written
 
 

@@ -159,6 +159,12 @@ def test_timit_fixture(tmp_path):
     assert fold_to_39("sil vcl b ix".split()) == ["sil", "sil", "b", "ih"]
     lexicon = read_dict(tmp_path / "data")["lexicon.txt"]
     assert len(lexicon) == 48 and "sil sil" in lexicon and "vcl vcl" in lexicon
+    # the 48 -> 39 scoring map (decode --score-map) folds as timit_phones does
+    from asr_kd.decode.scoring import map_texts, read_token_map
+
+    score_map = read_token_map(tmp_path / "data" / "local" / timit.SCORE_MAP)
+    assert len(score_map) == 48 and len(set(score_map.values())) == 39
+    assert map_texts({"u": "sil vcl b ix".split()}, score_map, "ref") == {"u": fold_to_39("sil vcl b ix".split())}
 
 
 def test_timit_bad_phone_names_file_line_and_utterance(tmp_path):

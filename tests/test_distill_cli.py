@@ -105,10 +105,3 @@ def test_distill_compare_reports_gain_kept(root):
     expected = None if ens <= base else round((stud - base) / (ens - base), 4)
     assert rows[2]["test_gain_kept"] == expected
     assert rows[0]["system"].startswith("baseline") and "test_gain_kept" not in rows[0]
-
-
-def test_gain_kept():
-    from asr_kd.distill.experiments import gain_kept
-
-    assert gain_kept(0.589, 0.611, 0.608) == pytest.approx(0.8636, abs=1e-4)  # paper Table 1: ~86%
-    assert gain_kept(0.6, 0.6, 0.7) is None

@@ -91,6 +91,31 @@ def test_stacked_training_equals_separate_training(synth, tmp_path):
     torch.testing.assert_close(a["norm.mean"], train.feature_stats()[0])
 
 
+def test_stacked_members_keep_their_own_lr_halvings_and_early_stop(synth, tmp_path):
+    """Newbob per member: seeds 1, 2, 3 halve and stop at different epochs when trained alone; stacked,
+    each member follows its own LR, stops at its own epoch (then no longer changes) and keeps its own
+    best epoch, so its final.pt equals the separately trained model's."""
+    train, dev = load(synth)
+    newbob = dict(schedule="newbob", max_epochs=12, newbob_threshold=0.01, newbob_max_halvings=1, min_epochs=1)
+    dirs = train_ensemble(cfg(**newbob), 3, train, dev, tmp_path / "ens")
+    group = [json.loads(line) for line in (tmp_path / "ens/group_0/metrics.jsonl").read_text().splitlines()]
+    solo_epochs = []
+    for i, seed in enumerate((1, 2, 3)):
+        result = train_frame_classifier(cfg(seed=seed, **newbob), train, dev, exp_dir=tmp_path / f"solo{seed}")
+        solo = [json.loads(line) for line in (tmp_path / f"solo{seed}/metrics.jsonl").read_text().splitlines()]
+        solo_epochs.append((result.best_epoch, result.last_epoch))
+        assert [r["lr"][i] for r in group[:len(solo)]] == [r["lr"] for r in solo]          # own halvings
+        assert [r["dev_frame_acc"][i] for r in group[:len(solo)]] == pytest.approx([r["dev_frame_acc"] for r in solo])
+        after_stop = {r["dev_frame_acc"][i] for r in group[len(solo) - 1:]}
+        assert len(after_stop) == 1                                  # stopped: its weights no longer change
+        assert json.loads((dirs[i] / "member.json").read_text())["best_epoch"] == result.best_epoch
+        a, b = load_model(tmp_path / f"solo{seed}")[0].state_dict(), load_model(dirs[i])[0].state_dict()
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert len({last for _, last in solo_epochs}) == 3 and len({best for best, _ in solo_epochs}) == 3
+    assert len(group) == max(last for _, last in solo_epochs)      # the group runs until its last member stops
+
+
 def test_combination_hand_values():
     logits = torch.tensor([[[0.0, 0.0]], [[math.log(3.0), 0.0]]])       # members p = (.5, .5), (.75, .25)
     torch.testing.assert_close(combine_logits(logits, 1.0, "arith").exp(), torch.tensor([[0.625, 0.375]]))

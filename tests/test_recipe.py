@@ -42,9 +42,11 @@ def recipe(root: Path, *args: str, check: bool = True, **popen) -> subprocess.Co
     return out
 
 
-def table_rows(md: str) -> dict[str, list[str]]:
+def table_rows(md: str, section: str = "## All systems") -> dict[str, list[str]]:
+    """The table under one '## ' heading of RESULTS.md: first cell -> the other cells."""
+    body = md.split(section, 1)[1].split("\n## ", 1)[0]
     return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in md.splitlines() if line.startswith("| ") and "|---" not in line}
+            for line in body.splitlines() if line.startswith("| ") and "|---" not in line}
 
 
 def comparable(results_json: Path) -> list[dict]:
@@ -93,7 +95,10 @@ def test_end_to_end_report(an4_run):
             assert wer == "", rows[name]
         else:
             assert 0 <= float(wer), f"{name}: {rows[name]}"
-    assert rows["student_T2"][-1] != ""  # % of ensemble gain kept is computed
+    sweep = {name.removesuffix(" (chosen)"): cells for name, cells in table_rows(md, "## Temperature").items()}
+    assert sweep["student_T2"][-1] != ""  # % of ensemble gain kept (or why not) is stated
+    assert "Distilled student: **student_T" in md  # the headline student, chosen on dev
+    assert json.loads((root / "exp" / "student_T2" / "system.json").read_text())["temperature"] == 2.0
     assert (root / "exp" / "report" / "results.json").is_file()
     assert not (root / "exp" / "dnn" / "loglikes_test").exists()  # removed after decoding by default
 

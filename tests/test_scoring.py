@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from asr_kd.decode.scoring import read_text_table, wer, write_wer_dir
+from asr_kd.decode.scoring import map_texts, read_text_table, read_token_map, wer, write_wer_dir
 from asr_kd.errors import AsrKdError
 
 
@@ -43,3 +43,30 @@ def test_duplicate_utterance_names_line(tmp_path):
     (tmp_path / "text").write_text("u1 A\nu1 B\n")
     with pytest.raises(AsrKdError, match=r"text:2"):
         read_text_table(tmp_path / "text")
+
+
+def test_score_map_folds_both_texts_and_keeps_the_unmapped_score(tmp_path):
+    """TIMIT's 48 -> 39 folding: ao/aa, ix/ih and cl/vcl/sil merge, so 3 of 4 48-phone errors vanish."""
+    from asr_kd.cli import main
+
+    (tmp_path / "map").write_text("aa aa\nao aa\nih ih\nix ih\nsil sil\ncl sil\nvcl sil\nb b\nd d\n")
+    (tmp_path / "ref").write_text("u1 sil ao b ix sil\n")
+    (tmp_path / "hyp").write_text("u1 cl aa b ih vcl d\n")
+    assert main(["score", str(tmp_path / "ref"), str(tmp_path / "hyp"), str(tmp_path / "out"),
+                 "--score-map", str(tmp_path / "map")]) == 0
+    summary = json.loads((tmp_path / "out" / "wer.json").read_text())
+    assert (summary["errors"], summary["words"], summary["insertions"]) == (1, 5, 1)       # only the inserted d
+    assert (summary["unmapped"]["errors"], summary["unmapped"]["substitutions"]) == (5, 4)  # 48 phones: 4 sub + 1 ins
+    assert read_text_table(tmp_path / "out" / "ref.txt") == {"u1": ["sil", "aa", "b", "ih", "sil"]}
+    (tmp_path / "hyp").write_text("u1 sil zz\n")
+    assert main(["score", str(tmp_path / "ref"), str(tmp_path / "hyp"), str(tmp_path / "out"),
+                 "--score-map", str(tmp_path / "map")]) == 1
+    (tmp_path / "map").write_text("aa aa extra\n")
+    with pytest.raises(AsrKdError, match=r"map:1: expected"):
+        read_token_map(tmp_path / "map")
+
+
+def test_score_map_deletes_tokens_alone_on_their_line(tmp_path):
+    assert map_texts({"u": ["q", "b"]}, {"q": None, "b": "b"}, "reference") == {"u": ["b"]}
+    with pytest.raises(AsrKdError, match="utterance u: token 'x' is not in the scoring map"):
+        map_texts({"u": ["x"]}, {"b": "b"}, "hypothesis")

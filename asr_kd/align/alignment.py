@@ -21,7 +21,8 @@ import numpy as np
 
 from asr_kd.align.graphs import load_lang, word_ids
 from asr_kd.data.feature_view import open_feats, transform_files
-from asr_kd.data.store import RaggedStore, write_store
+from asr_kd.data.store import RaggedStore, expect_kind, load_array, write_store
+from asr_kd.config import require
 from asr_kd.errors import AsrKdError
 from asr_kd.io import make_temp_dir, read_json, replace_dir, sha256_file
 from asr_kd.kaldi import gmm
@@ -41,6 +42,10 @@ class AlignConfig:
     self_loop_scale: float = 0.1
     transition_scale: float = 1.0
     shard_size: int = 100          # utterances per parallel job (Kaldi's split_data.sh, by count)
+
+    def __post_init__(self):
+        require(min(self.beam, self.retry_beam, self.fail_beam, self.acoustic_scale) > 0 and self.shard_size >= 1,
+                "align: beams and acoustic_scale must be > 0 and shard_size >= 1")
 
 
 class UttText(NamedTuple):
@@ -286,9 +291,9 @@ def labels_from_tids(tids: np.ndarray, table: gmm.TransitionTable) -> dict[str, 
 def format_stats(ali_dir: str | Path) -> str:
     """Printable summary of `stats.json` + priors for `asr-kd ali-stats`."""
     ali_dir = Path(ali_dir)
+    meta = expect_kind(RaggedStore(ali_dir), "alignment", "an alignment dir").meta
     stats = read_json(ali_dir / "stats.json")
-    meta = RaggedStore(ali_dir).meta
-    priors = np.load(ali_dir / "priors.npy")
+    priors = load_array(ali_dir / "priors.npy")
     durs = " ".join(f"{p}:{d}" for p, d in stats["phone_mean_frames"].items())
     return (f"{ali_dir}: {stats['num_aligned']} utterances aligned, {stats['num_failed']} failed, "
             f"{stats['num_frames']} frames\n"

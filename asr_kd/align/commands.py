@@ -6,6 +6,8 @@ import logging
 import time
 from pathlib import Path
 
+from asr_kd.config import positive_int, to_dict
+from asr_kd.expdir import write_system
 from asr_kd.parallel import add_job_args, jobs_from_args
 
 log = logging.getLogger(__name__)
@@ -23,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("ali_dir", help="alignment store of the previous model (with final.mdl and tree)")
     p.add_argument("out_dir")
-    p.add_argument("--num-leaves", type=int, help="number of tied states (tree leaves)")
-    p.add_argument("--tot-gauss", type=int, help="total number of Gaussians")
+    p.add_argument("--num-leaves", type=int_or_auto, help="number of tied states (tree leaves); auto: from the hours "
+                   "of training audio by Kaldi's recipes' sizes (align/tri.py KALDI_GMM_SIZES)")
+    p.add_argument("--tot-gauss", type=int_or_auto, help="total number of Gaussians; auto: as --num-leaves")
     p.add_argument("--num-utts", type=int,
                    help="train on N utterances spread over the set (default 5000, Kaldi's train_5k; 0 = all)")
     p.set_defaults(func=_train_tri)
@@ -36,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         _common(p)
         p.add_argument("ali_dir", help="alignment store of the previous model (with final.mdl and tree)")
         p.add_argument("out_dir")
-        p.add_argument("--num-leaves", type=int, help="number of tied states (tree leaves)")
-        p.add_argument("--tot-gauss", type=int, help="total number of Gaussians")
+        p.add_argument("--num-leaves", type=int_or_auto, help="number of tied states (tree leaves); auto: as train-tri")
+        p.add_argument("--tot-gauss", type=int_or_auto, help="total number of Gaussians; auto: as train-tri")
         p.add_argument("--num-utts", type=int, help="train on N utterances spread over the set (0 = all)")
         p.set_defaults(func=_train_lda_mllt if name == "train-lda-mllt" else _train_sat)
 
@@ -100,19 +103,55 @@ def _texts(data_dir: str) -> dict[str, str]:
     return read_table(Path(data_dir) / "text")
 
 
+def _feats(path: str):
+    """The feature store at `path`, refused (naming it) if it is another kind of store or holds NaN/inf."""
+    from asr_kd.data.feature_view import VIEW_FILE, open_feats
+    from asr_kd.data.store import RaggedStore, check_finite, expect_kind
+
+    if (Path(path) / VIEW_FILE).is_file():   # a view (feature-view, adapt-feats): checked through its source
+        view = open_feats(path)
+        check_finite(expect_kind(view.source, "features", "features"))
+        return view
+    store = expect_kind(RaggedStore(path), "features", "features")
+    check_finite(store)
+    return store
+
+
 def _train_mono(args) -> None:
     from asr_kd.align.mono import MonoConfig, train_mono
     from asr_kd.config import load_config
 
     cfg = load_config(MonoConfig, args.config, _overrides(args, num_utts=args.num_utts))
     start = time.time()
-    out = train_mono(args.feats, _texts(args.data_dir), args.lang_dir, args.out_dir, cfg, jobs_from_args(args))
+    out = train_mono(_feats(args.feats), _texts(args.data_dir), args.lang_dir, args.out_dir, cfg, jobs_from_args(args))
+    write_system(out, "gmm", stage="mono", config=to_dict(cfg))
     print(f"train-mono: {out}/final.mdl in {time.time() - start:.1f} s")
 
 
-def _tri_config(args, config_class):
+def int_or_auto(text: str) -> int | str:
+    """argparse type: a positive integer or 'auto'."""
+    return text if text == "auto" else positive_int(text)
+
+
+def _auto_sizes(args, feats) -> None:
+    """Replace 'auto' --num-leaves/--tot-gauss by Kaldi's sizes for the hours of audio in `feats`."""
+    from asr_kd.align.tri import gmm_sizes
+
+    if "auto" not in (args.num_leaves, args.tot_gauss):
+        return
+    hours = int(feats.meta["num_rows"]) * float(feats.meta.get("frame_shift_ms", 10.0)) / 3.6e6
+    leaves, gauss = gmm_sizes(hours)
+    args.num_leaves = leaves if args.num_leaves == "auto" else args.num_leaves
+    args.tot_gauss = max(gauss, args.num_leaves) if args.tot_gauss == "auto" else args.tot_gauss
+    print(f"train-tri: {hours:.2f} h of training audio -> --num-leaves {args.num_leaves} --tot-gauss {args.tot_gauss} "
+          f"(Kaldi's recipe sizes per hours of data)")
+
+
+def _tri_config(args, config_class, feats):
+    """The config of train-tri / train-lda-mllt / train-sat: --config, --set, the size options ('auto' resolved on `feats`)."""
     from asr_kd.config import load_config
 
+    _auto_sizes(args, feats)
     overrides = _overrides(args, num_leaves=args.num_leaves, tot_gauss=args.tot_gauss, num_utts=args.num_utts)
     return load_config(config_class, args.config, overrides)
 
@@ -120,10 +159,12 @@ def _tri_config(args, config_class):
 def _train_tri(args) -> None:
     from asr_kd.align.tri import TriConfig, train_tri
 
-    cfg = _tri_config(args, TriConfig)
+    feats = _feats(args.feats)
+    cfg = _tri_config(args, TriConfig, feats)
     start = time.time()
-    out = train_tri(args.feats, _texts(args.data_dir), args.lang_dir, args.ali_dir, args.out_dir, cfg,
+    out = train_tri(feats, _texts(args.data_dir), args.lang_dir, args.ali_dir, args.out_dir, cfg,
                     jobs_from_args(args))
+    write_system(out, "gmm", stage="tri", config=to_dict(cfg))
     print(f"train-tri: {out}/final.mdl in {time.time() - start:.1f} s")
 
 
@@ -132,7 +173,7 @@ def _train_lda_mllt(args) -> None:
 
     start = time.time()
     out = train_lda_mllt(args.feats, _texts(args.data_dir), args.lang_dir, args.ali_dir, args.out_dir,
-                         _tri_config(args, LdaMlltConfig), jobs_from_args(args))
+                         _tri_config(args, LdaMlltConfig, _feats(args.feats)), jobs_from_args(args))
     print(f"train-lda-mllt: {out}/final.mdl in {time.time() - start:.1f} s")
 
 
@@ -141,7 +182,7 @@ def _train_sat(args) -> None:
 
     start = time.time()
     out = train_sat(args.feats, args.data_dir, args.lang_dir, args.ali_dir, args.out_dir,
-                    _tri_config(args, SatConfig), jobs_from_args(args))
+                    _tri_config(args, SatConfig, _feats(args.feats)), jobs_from_args(args))
     print(f"train-sat: {out}/final.mdl in {time.time() - start:.1f} s")
 
 
@@ -170,7 +211,8 @@ def _align(args) -> None:
 
     cfg = load_config(AlignConfig, args.config, args.set)
     start = time.time()
-    align_data(args.feats, _texts(args.data_dir), args.lang_dir, args.model_dir, args.out_dir, cfg, jobs_from_args(args))
+    align_data(_feats(args.feats), _texts(args.data_dir), args.lang_dir, args.model_dir, args.out_dir, cfg,
+               jobs_from_args(args))
     print(f"align: {time.time() - start:.1f} s")
     print(format_stats(args.out_dir), end="")
 

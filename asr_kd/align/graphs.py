@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asr_kd.errors import AsrKdError
+from asr_kd.io import read_lines
 from asr_kd.kaldi import gmm
 
 log = logging.getLogger(__name__)
@@ -16,7 +17,7 @@ def read_symbols(path: Path) -> dict[str, int]:
     if not path.is_file():
         raise AsrKdError(f"{path}: symbol table not found (is this a lang dir from prepare-lang?)")
     table = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in read_lines(path):
         fields = line.split()
         if len(fields) != 2 or not fields[1].isdigit():
             raise AsrKdError(f"{path}:{number}: expected 'symbol id', got {line!r}")

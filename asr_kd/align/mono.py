@@ -19,6 +19,7 @@ from asr_kd.align.em import Run, already_trained, em_pass, resume, run_passes, s
 from asr_kd.align.gmm_stats import Moments, moments
 from asr_kd.align.gmm_update import UpdateOptions
 from asr_kd.align.graphs import load_lang
+from asr_kd.config import require
 from asr_kd.data.store import RaggedStore
 from asr_kd.expdir import ExpDir
 from asr_kd.kaldi import gmm
@@ -39,6 +40,11 @@ class MonoConfig:
     seed: int = 0                   # seeds Gaussian splitting (mixing up)
     realign_iters: list[int] = field(default_factory=lambda: list(KALDI_MONO_REALIGN))
     align: AlignConfig = field(default_factory=lambda: AlignConfig(beam=6.0, retry_beam=24.0))
+
+    def __post_init__(self):
+        require(self.num_iters >= 1 and self.tot_gauss >= 1 and self.max_iter_inc >= 0,
+                f"need num_iters >= 1, tot_gauss >= 1, max_iter_inc >= 0; got {self.num_iters}, {self.tot_gauss}, "
+                f"{self.max_iter_inc}")
 
 
 def train_mono(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: str | Path,

@@ -22,6 +22,7 @@ from asr_kd.align.gmm_update import UpdateOptions
 from asr_kd.align.graphs import Lang, load_lang, read_int_sets
 from asr_kd.data.feature_view import open_feats
 from asr_kd.data.store import RaggedStore
+from asr_kd.config import require
 from asr_kd.errors import AsrKdError
 from asr_kd.expdir import ExpDir
 from asr_kd.kaldi import gmm
@@ -42,6 +43,14 @@ class TriConfig:
     num_utts: int = 5000              # train on N utterances spread over the set (Kaldi's train_5k); <= 0: all
     seed: int = 0                     # seeds Gaussian splitting (mixing up)
     align: AlignConfig = field(default_factory=AlignConfig)
+
+    def __post_init__(self):
+        require(self.num_leaves >= 1 and self.tot_gauss >= self.num_leaves,
+                f"need num_leaves >= 1 and tot_gauss >= num_leaves (one Gaussian per leaf at least); "
+                f"got {self.num_leaves}, {self.tot_gauss}")
+        require(self.num_iters >= 1 and self.max_iter_inc >= 0 and self.min_leaf_count > 0,
+                f"need num_iters >= 1, max_iter_inc >= 0, min_leaf_count > 0; got {self.num_iters}, "
+                f"{self.max_iter_inc}, {self.min_leaf_count}")
 
 
 def train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: str | Path, ali_dir: str | Path,
@@ -77,6 +86,7 @@ def _train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir:
     gmm.write_tree(out / "tree", tree)
     run.tree = tree
     log.info("tree: %d leaves (asked %d) in %.1f s", tree.num_pdfs, cfg.num_leaves, time.time() - started)
+    warn_small_tree(tree.num_pdfs, cfg.num_leaves)
     start = 1
     if (resumed := resume(out, tree, cfg.num_iters)) is not None:
         start, tm, am = resumed
@@ -94,6 +104,38 @@ def _train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir:
     log.info("train_tri: done in %.1f s: %d pdfs, %d Gaussians -> %s/final.mdl",
              time.time() - started, am.num_pdfs, am.num_gauss, out)
     return out
+
+
+# Kaldi's tri1-tri4 sizes per amount of training data (hours -> tree leaves, total Gaussians), from
+# egs/rm/s5 (3.1 h: 1800 / 9000), egs/wsj/s5 tri1 on si84_half (7.5 h: 2000 / 10000) and tri2b on si84
+# (15 h: 2500 / 15000), egs/librispeech/s5 tri4b on train_clean_100 (100 h: 4200 / 40000) and tri5b
+# on 460 h (5000 / 100000). Below 3.1 h leaves scale with the hours (at least 100) and Gaussians
+# stay 5 per leaf, as in RM; between the points both are interpolated in log-hours.
+KALDI_GMM_SIZES = [(3.1, 1800, 9000), (7.5, 2000, 10000), (15.0, 2500, 15000), (100.0, 4200, 40000),
+                   (460.0, 5000, 100000)]
+
+
+def gmm_sizes(hours: float) -> tuple[int, int]:
+    """(num_leaves, tot_gauss) for `hours` of training audio, by KALDI_GMM_SIZES."""
+    first_hours, first_leaves, _ = KALDI_GMM_SIZES[0]
+    if hours <= first_hours:
+        leaves = max(100, int(round(first_leaves * hours / first_hours, -1)))
+        return leaves, 5 * leaves
+    for (h0, l0, g0), (h1, l1, g1) in zip(KALDI_GMM_SIZES, KALDI_GMM_SIZES[1:]):
+        if hours <= h1:
+            w = (np.log(hours) - np.log(h0)) / (np.log(h1) - np.log(h0))
+            return int(round(l0 + w * (l1 - l0), -1)), int(round(g0 + w * (g1 - g0), -2))
+    return KALDI_GMM_SIZES[-1][1:]
+
+
+def warn_small_tree(num_pdfs: int, asked: int) -> None:
+    """Warn when the tree came out far smaller than asked: the data has too few distinct phone
+    contexts (a small vocabulary, e.g. digits) and the extra Gaussians per leaf then overfit, which
+    can make tri1 worse than mono without any error."""
+    if num_pdfs < asked / 2:
+        log.warning("tree: only %d leaves of the %d asked: the training data has too few distinct phone contexts "
+                    "for this tree; re-run with --num-leaves %d (and --tot-gauss about %d) so the Gaussians per leaf "
+                    "stay sensible, and compare tri1's WER with mono's", num_pdfs, asked, num_pdfs, 8 * num_pdfs)
 
 
 def transition_store(ali_dir: Path) -> RaggedStore:
@@ -138,10 +180,12 @@ def build_initial_model(lang: Lang, run: Run, ali_path: Path, old_tm, old_tree, 
     tree = gmm.tree_from_bytes(treelib.context_dependency_bytes(tree_map))
     everything = np.arange(len(stats.count))
     gmms = [None] * num_pdfs
+    empty = [leaf for leaf, rows in leaves.items() if len(rows) == 0]
+    if empty:
+        log.warning("tree: %d of %d leaves have no data (states never aligned; e.g. pdf %d), initialised from the "
+                    "global mean/variance: they are unused classes for the DNN", len(empty), num_pdfs,
+                    pdf_of_leaf[empty[0]])
     for leaf, rows in leaves.items():
-        if len(rows) == 0:
-            log.warning("tree leaf %d (pdf %d) has no data; initialised from the global mean/variance",
-                        leaf, pdf_of_leaf[leaf])
         gmms[pdf_of_leaf[leaf]] = leaf_gaussian(stats, rows if len(rows) else everything)
     return tree, gmm.TransitionModel(tree, topo), gmm.make_am(gmms)
 

@@ -105,8 +105,10 @@ def finish(samples: np.ndarray, rate: int, label: str, expected_rate: int | None
         raise AsrKdError(f"{label}: audio has no samples (zero length)")
     if expected_rate is not None and rate != expected_rate:
         if not resample:
-            raise AsrKdError(f"{label}: sample rate {rate} Hz, expected {expected_rate} Hz "
-                             "(resample explicitly if that is what you want)")
+            raise AsrKdError(f"{label}: sample rate {rate} Hz, expected {expected_rate} Hz; to resample it, "
+                             f"set `resample: true` in the compute-features config (or --set resample=true; in a "
+                             f"recipe, in its --mfcc-conf and --fbank-conf files), or `sample_rate: {rate}` to "
+                             f"compute features at {rate} Hz")
         mono = soxr.resample(mono, rate, expected_rate, quality="HQ").astype(np.float32, copy=False)
     return np.ascontiguousarray(mono, dtype=np.float32)
 
@@ -115,7 +117,8 @@ def pick_channel(samples: np.ndarray, label: str, channel: int | None) -> np.nda
     channels = samples.shape[1]
     if channel is None:
         if channels != 1:
-            raise AsrKdError(f"{label}: audio has {channels} channels; choose one (channel=0..{channels - 1})")
+            raise AsrKdError(f"{label}: audio has {channels} channels; choose one with `channel: 0` "
+                             f"(0..{channels - 1}) in the compute-features config (or --set channel=0)")
         return samples[:, 0]
     if not 0 <= channel < channels:
         raise AsrKdError(f"{label}: channel {channel} asked for, audio has {channels}")
@@ -185,6 +188,56 @@ def read_recording(entry: str, label: str) -> tuple[np.ndarray, int]:
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AsrKdError(f"{label}: cannot read audio: {e}") from None
     return samples, rate
+
+
+# ---------------------------------------------------------------- truncated files
+
+WAV_SIZE_PLACEHOLDERS = (0, 0xFFFFFFFF)  # streaming writers leave these when the size is unknown
+
+
+def wav_truncation(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(bytes the WAV header declares for its data chunk, bytes present) if the file is shorter, else None.
+
+    libsndfile quietly reads what is there, so a WAV cut short (an interrupted copy or download)
+    gives fewer frames without a word; Kaldi's WaveData::Read warns "Truncated file?". Only RIFF
+    WAVE headers are checked: the chunk walk below is the 20 lines of the format that matter here.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            size = os.fstat(f.fileno()).st_size
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                chunk_id, chunk_size = chunk[:4], int.from_bytes(chunk[4:], "little")
+                if chunk_id == b"data":
+                    present = size - f.tell()
+                    if chunk_size in WAV_SIZE_PLACEHOLDERS or chunk_size <= present:
+                        return None
+                    return chunk_size, present
+                f.seek(chunk_size + (chunk_size & 1), os.SEEK_CUR)
+    except OSError:
+        return None  # unreadable files are reported by the reader itself
+
+
+def truncation_warning(data: DataDir, utt: str) -> str | None:
+    """A one-line warning if the utterance's plain WAV file is truncated (pipes cannot be checked).
+
+    A warning, not an error, as in Kaldi: the samples present are real audio and a corpus may hold a
+    few such files; the warning names the utterance and file, and compute-features lists them in the
+    store's meta.json ("warnings") so they can be dropped or re-fetched."""
+    entry = data.wav_scp.get(data.recording_of(utt), "")
+    if not entry or is_pipe(entry) or len(entry.split()) != 1:
+        return None
+    found = wav_truncation(entry)
+    if found is None:
+        return None
+    declared, present = found
+    return (f"{describe(entry, utt)}: WAV header declares {declared} data bytes, the file holds {present} "
+            f"(truncated file? re-copy it, or drop the utterance)")
 
 
 # ---------------------------------------------------------------- speed perturbation

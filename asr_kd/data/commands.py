@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from asr_kd.data.audio import write_utt2dur
 from asr_kd.data.datadir import fix_datadir, split_by_speaker, subset_datadir, validate_datadir
 from asr_kd.data.perturb import KALDI_FACTORS, perturb_speed
-from asr_kd.errors import AsrKdError
+from asr_kd.config import positive_int
+from asr_kd.io import read_lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--utts", help="file with one utterance id per line")
     which.add_argument("--speakers", help="file with one speaker id per line")
-    which.add_argument("--first", type=int, help="the first N utterances in sorted order")
+    which.add_argument("--first", type=positive_int, help="the first N utterances in sorted order (N >= 1)")
     p.set_defaults(func=run_subset)
 
     p = sub.add_parser("split-data-dir", help="hold out whole speakers: SRC -> REST_DST + HELD_DST")
@@ -51,10 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def read_ids(path: str) -> list[str]:
-    file = Path(path)
-    if not file.is_file():
-        raise AsrKdError(f"{file}: file not found")
-    return [line.split()[0] for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.split()[0] for _, line in read_lines(path) if line.strip()]
 
 
 def describe(data) -> str:

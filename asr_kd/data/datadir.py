@@ -13,16 +13,19 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from asr_kd.errors import AsrKdError
-from asr_kd.io import atomic_path, write_text
+from asr_kd.io import atomic_path, decode_line, write_text
 
 log = logging.getLogger(__name__)
 
 FIX_HINT = "(`asr-kd fix-data-dir DIR` sorts tables and keeps the utterances present in all)"
+UTF8_BOM = b"\xef\xbb\xbf"
+BACKUP_DIR = ".backup"  # fix-data-dir copies the tables here before rewriting them (Kaldi's fix_data_dir.sh)
 
 
 def c_order(key: str) -> bytes:
@@ -47,6 +50,12 @@ def read_entries(path: str | os.PathLike, *, strict: bool = True) -> list[Entry]
     entries: list[Entry] = []
     seen: dict[str, int] = {}
     for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if number == 1 and raw.startswith(UTF8_BOM):
+            if strict:
+                raise AsrKdError(f"{path}:1: starts with a UTF-8 byte order mark (BOM, bytes EF BB BF), which Kaldi "
+                                 f"reads as part of the first key; remove it {FIX_HINT}")
+            log.warning("%s: removed a UTF-8 byte order mark (BOM) at the start", path)
+            raw = raw[len(UTF8_BOM):]
         if not raw:
             continue  # the final newline (or a blank line) carries no entry
         line = decode_line(raw, path, number)
@@ -61,13 +70,6 @@ def read_entries(path: str | os.PathLike, *, strict: bool = True) -> list[Entry]
         seen.setdefault(entry.key, number)
         entries.append(entry)
     return entries
-
-
-def decode_line(raw: bytes, path: Path, number: int) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise AsrKdError(f"{path}:{number}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
 
 
 def check_new_key(path: Path, entry: Entry, seen: dict[str, int], previous: Entry | None) -> None:
@@ -197,9 +199,10 @@ def read_segments(path: Path) -> dict[str, Segment]:
     for entry in read_entries(path):
         fields = entry.value.split()
         try:
+            if len(fields) != 3:
+                raise ValueError(f"{len(fields) + 1} fields")
             seg = Segment(fields[0], float(fields[1]), float(fields[2]))
-            assert len(fields) == 3
-        except (IndexError, ValueError, AssertionError):
+        except ValueError:
             raise AsrKdError(f"{path}:{entry.line}: expected '<utt> <recording> <start> <end>' "
                              f"for utterance '{entry.key}'") from None
         if seg.start < 0 or (seg.end != -1 and seg.end <= seg.start):
@@ -305,6 +308,8 @@ def subset_datadir(src: str | os.PathLike | DataDir, dst: str | os.PathLike, *, 
     if sum(x is not None for x in (utts, speakers, first)) != 1:
         raise AsrKdError("subset: give exactly one of utts, speakers, first")
     if first is not None:
+        if first < 1:
+            raise AsrKdError(f"subset of {data.path}: --first must be >= 1, got {first}")
         chosen = set(data.utt_ids[:first])
     elif utts is not None:
         chosen = set(utts)
@@ -355,9 +360,14 @@ UTT_TABLES = ("utt2spk", "text", "segments", "utt2dur")
 def fix_datadir(path: str | os.PathLike) -> dict[str, list[str]]:
     """Sort tables, drop duplicate keys and empty transcripts, keep utterances present in every table.
 
-    Returns (and logs) what was dropped, per file; spk2utt is regenerated from utt2spk.
+    Returns (and logs) what was dropped, per file; duplicates whose values disagree are reported as
+    conflicting (the first is kept); spk2utt is regenerated from utt2spk. Like Kaldi's
+    fix_data_dir.sh, the tables as they were are first copied to DIR/.backup/ (replacing an older
+    backup), so nothing the user wrote is lost.
     """
     path = Path(path)
+    if not path.is_dir():
+        raise AsrKdError(f"{path}: data dir not found")
     dropped: dict[str, list[str]] = {}
     tables = {name: lenient_table(path / name, dropped) for name in (*UTT_TABLES, "wav.scp")
               if (path / name).exists()}
@@ -368,6 +378,7 @@ def fix_datadir(path: str | os.PathLike) -> dict[str, list[str]]:
         empty = [u for u, words in tables["text"].items() if not words]
         note_dropped(dropped, "text", empty, "empty transcript")
     keep = keys_in_all(tables, dropped)
+    backup_tables(path)
     for name in UTT_TABLES:
         if name in tables:
             write_table(path / name, {k: v for k, v in tables[name].items() if k in keep})
@@ -380,16 +391,34 @@ def fix_datadir(path: str | os.PathLike) -> dict[str, list[str]]:
     return dropped
 
 
+def backup_tables(path: Path) -> Path:
+    """Copy every table of the data dir into path/.backup/ (atomically replacing an older backup)."""
+    backup = path / BACKUP_DIR
+    with atomic_path(backup, is_dir=True) as tmp:
+        for name in (*UTT_TABLES, "wav.scp", "spk2utt"):
+            if (path / name).is_file():
+                shutil.copy2(path / name, tmp / name)
+    log.info("%s: tables backed up to %s", path, backup)
+    return backup
+
+
 def lenient_table(path: Path, dropped: dict[str, list[str]]) -> dict[str, str]:
-    """A table read without order checks; duplicate keys after the first are dropped."""
+    """A table read without order checks; duplicate keys after the first are dropped (those with
+    another value are reported separately as conflicting: the choice of the first is arbitrary)."""
     table: dict[str, str] = {}
-    duplicates = []
+    duplicates, conflicting = [], []
     for entry in read_entries(path, strict=False):
-        if entry.key in table:
+        if entry.key not in table:
+            table[entry.key] = entry.value
+        elif " ".join(entry.value.split()) == " ".join(table[entry.key].split()):
             duplicates.append(entry.key)
         else:
-            table[entry.key] = entry.value
+            conflicting.append(entry.key)
+            log.warning("%s:%d: '%s' repeated with another value (%r; kept the first, %r)", path, entry.line,
+                        entry.key, entry.value, table[entry.key])
     note_dropped(dropped, path.name, duplicates, "duplicate key")
+    note_dropped(dropped, f"{path.name} (conflicting duplicates, first kept)", conflicting,
+                 "same key with another value")
     return {k: table[k] for k in sorted(table, key=c_order)}
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from asr_kd.config import to_dict
-from asr_kd.data.audio import load_utterance
+from asr_kd.data.audio import load_utterance, truncation_warning
 from asr_kd.data.datadir import DataDir, load_datadir
 from asr_kd.data.store import RaggedStore, RaggedStoreWriter
 from asr_kd.errors import AsrKdError
@@ -61,6 +61,7 @@ class FeatureConfig:
     backend: str = "kaldi-native-fbank"  # | "torchaudio" (only where torchaudio imports)
     dtype: str | None = None             # storage: float16 for fbank, float32 for mfcc (GMM input)
     resample: bool = False               # resample audio at another rate instead of refusing it
+    channel: int | None = None           # which channel of multi-channel audio (None: mono audio only)
 
     def resolved(self) -> "FeatureConfig":
         """A copy with every per-kind default filled in and values checked: what the meta records."""
@@ -68,6 +69,13 @@ class FeatureConfig:
             raise AsrKdError(f"feature kind {self.kind!r}: expected one of {KINDS}")
         if self.backend not in BACKENDS:
             raise AsrKdError(f"feature backend {self.backend!r}: expected one of {BACKENDS}")
+        if self.sample_rate <= 0 or self.frame_length_ms <= 0 or self.frame_shift_ms <= 0 or \
+                (self.num_bins is not None and self.num_bins < 1) or self.num_ceps < 1:
+            raise AsrKdError(f"need sample_rate, frame_length_ms, frame_shift_ms > 0 and num_bins, num_ceps >= 1; got "
+                             f"{self.sample_rate}, {self.frame_length_ms}, {self.frame_shift_ms}, {self.num_bins}, "
+                             f"{self.num_ceps}")
+        if self.channel is not None and self.channel < 0:
+            raise AsrKdError(f"channel must be >= 0 (or null for mono audio), got {self.channel}")
         if self.deltas < 0 or self.delta_window < 1:
             raise AsrKdError(f"deltas={self.deltas}, delta_window={self.delta_window}: need deltas >= 0, window >= 1")
         num_bins = self.num_bins or (40 if self.kind == "fbank" else 23)
@@ -229,7 +237,7 @@ def apply_cmvn(feats: np.ndarray, stats: np.ndarray, cfg: CmvnConfig) -> np.ndar
 def utterance_features(data: DataDir, utt: str, cfg: FeatureConfig) -> tuple[np.ndarray | None, int, str | None]:
     """(static features, num_samples, error message) of one utterance; bad input comes back as a message."""
     try:
-        samples = load_utterance(data, utt, expected_rate=cfg.sample_rate, resample=cfg.resample)
+        samples = load_utterance(data, utt, expected_rate=cfg.sample_rate, resample=cfg.resample, channel=cfg.channel)
         feats = compute_static(samples, cfg)
     except AsrKdError as e:
         return None, 0, str(e)
@@ -259,11 +267,14 @@ def features_shard(utts: list[str], data_path: str, cfg: FeatureConfig, shard_ro
     if (out / "meta.json").is_file():
         done = RaggedStore(out).meta
         if all(done.get(k) == v for k, v in identity.items()):
-            return done["skipped"]
+            return done["skipped"] + done.get("warnings", [])
     data = load_datadir(data_path)
-    skipped, num_samples = [], []
+    skipped, warnings, num_samples = [], [], []
     with RaggedStoreWriter(out, "float32") as writer:
         for utt in utts:
+            truncated = truncation_warning(data, utt)
+            if truncated is not None:
+                warnings.append({"utt": utt, "warning": truncated})
             feats, count, error = utterance_features(data, utt, cfg)
             if error is not None:
                 if not skip_bad:
@@ -274,8 +285,8 @@ def features_shard(utts: list[str], data_path: str, cfg: FeatureConfig, shard_ro
             writer.add(utt, feats)
             num_samples.append(count)
         np.save(writer.tmp / "num_samples.npy", np.asarray(num_samples, dtype=np.int64))
-        writer.close({**identity, "what": "static features of one shard", "skipped": skipped})
-    return skipped
+        writer.close({**identity, "what": "static features of one shard", "skipped": skipped, "warnings": warnings})
+    return skipped + warnings
 
 
 # ---------------------------------------------------------------- compute a data dir
@@ -302,26 +313,31 @@ def compute_features(data_dir: str | os.PathLike | DataDir, out_dir: str | os.Pa
     out_dir = Path(out_dir)
     shard_root = out_dir.with_name(out_dir.name + ".shards")
     try:
-        raw, skipped = compute_raw(data, cfg, shard_root, jobs, skip_bad)
+        raw, skipped, warnings = compute_raw(data, cfg, shard_root, jobs, skip_bad)
     finally:
         if shard_root.is_dir() and not any(shard_root.iterdir()):
             shard_root.rmdir()
     stats = speaker_stats(raw, data, cmvn)
-    store = write_normalised(raw, out_dir, cfg, cmvn, stats, skipped, data)
+    for w in warnings[:10]:
+        log.warning("%s", w["warning"])
+    if len(warnings) > 10:
+        log.warning("%s: %d more utterances with a warning (listed in %s/meta.json)", data.path, len(warnings) - 10, out_dir)
+    store = write_normalised(raw, out_dir, cfg, cmvn, stats, skipped, data, warnings)
     shutil.rmtree(shard_root, ignore_errors=True)
     return store
 
 
 def compute_raw(data: DataDir, cfg: FeatureConfig, shard_root: Path, jobs: Jobs,
-                skip_bad: bool) -> tuple[list[RaggedStore], list[dict]]:
-    """Pass 1: the shard stores of static features (in utterance order) and the skipped list."""
+                skip_bad: bool) -> tuple[list[RaggedStore], list[dict], list[dict]]:
+    """Pass 1: the shard stores of static features (in utterance order), the skipped and the warned lists."""
     shards = split(data.utt_ids, jobs.nj)
     skipped_per_shard = run_shards(features_shard, shards, jobs, str(data.path), cfg, str(shard_root), skip_bad,
                                    desc=f"{cfg.kind} {data.path}")
     stores = [RaggedStore(shard_path(shard_root, shard)) for shard in shards]
+    entries = [s for shard in skipped_per_shard for s in shard]
     if not any(len(store) for store in stores):
-        raise AsrKdError(f"{data.path}: no utterance gave features ({sum(map(len, skipped_per_shard))} skipped)")
-    return stores, [s for shard in skipped_per_shard for s in shard]
+        raise AsrKdError(f"{data.path}: no utterance gave features ({sum('warning' not in s for s in entries)} skipped)")
+    return stores, [s for s in entries if "warning" not in s], [s for s in entries if "warning" in s]
 
 
 def raw_items(raw: list[RaggedStore]):
@@ -346,7 +362,8 @@ def speaker_stats(raw: list[RaggedStore], data: DataDir, cmvn: CmvnConfig) -> di
 
 
 def write_normalised(raw: list[RaggedStore], out_dir: Path, cfg: FeatureConfig, cmvn: CmvnConfig,
-                     stats: dict[str, np.ndarray], skipped: list[dict], data: DataDir) -> RaggedStore:
+                     stats: dict[str, np.ndarray], skipped: list[dict], data: DataDir,
+                     warnings: list[dict] = ()) -> RaggedStore:
     """Pass 2: CMVN, deltas, storage dtype; CMVN stats and sample counts saved beside the rows."""
     num_samples = np.concatenate([np.load(store.path / "num_samples.npy") for store in raw])
     with RaggedStoreWriter(out_dir, cfg.dtype) as writer:
@@ -358,7 +375,7 @@ def write_normalised(raw: list[RaggedStore], out_dir: Path, cfg: FeatureConfig, 
         np.savez(writer.tmp / "cmvn_stats.npz", units=np.asarray(units, dtype=str),
                  stats=np.stack([stats[u] for u in units]) if units else np.zeros((0, 2, cfg.static_dim() + 1)))
         np.save(writer.tmp / "num_samples.npy", num_samples.astype(np.int64))
-        store = writer.close(feature_meta(cfg, cmvn, writer, skipped, data))
+        store = writer.close({**feature_meta(cfg, cmvn, writer, skipped, data), "warnings": list(warnings)})
     log.info("%s: %d utterances, %d frames, dim %d (%d skipped)", out_dir, len(store), store.meta["num_frames"],
              store.meta["dim"], len(skipped))
     return store

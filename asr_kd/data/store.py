@@ -36,11 +36,12 @@ class RaggedStore:
         if not meta_file.is_file():
             raise AsrKdError(f"{self.path}: not a store (no meta.json); was the stage that writes it run?")
         self.meta = read_json(meta_file)
-        self.keys = (self.path / "keys.txt").read_text(encoding="utf-8").split()
-        self.offsets = np.load(self.path / "offsets.npy")
-        dtype, shape = np.dtype(self.meta["dtype"]), (self.meta["num_rows"], *self.meta["row_shape"])
+        self.keys, self.offsets = read_index(self.path)
+        dtype, shape = meta_layout(self.path, self.meta)
         if len(self.offsets) != len(self.keys) + 1 or int(self.offsets[-1]) != shape[0]:
-            raise AsrKdError(f"{self.path}: offsets.npy does not match keys.txt / meta.json (corrupt store)")
+            raise AsrKdError(f"{self.path}: offsets.npy does not match keys.txt / meta.json (corrupt store; "
+                             f"re-run the step that wrote it)")
+        check_data_size(self.path / "data.bin", dtype, shape)
         if shape[0] == 0:
             self.data = np.zeros(shape, dtype)
         elif mmap:
@@ -111,6 +112,82 @@ class RaggedStore:
         with open(self.path / "data.bin", "rb", buffering=0) as f:
             for i, k in enumerate(self.keys):
                 yield k, self._pread_rows(f.fileno(), int(self.offsets[i]), int(self.offsets[i + 1]))
+
+
+def read_index(path: Path) -> tuple[list[str], np.ndarray]:
+    """keys.txt and offsets.npy of a store; unreadable ones raise AsrKdError naming the file."""
+    try:
+        keys = (path / "keys.txt").read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        raise AsrKdError(f"{path}/keys.txt: file not found (incomplete store; re-run the step that wrote it)") from None
+    except UnicodeDecodeError as e:
+        raise AsrKdError(f"{path}/keys.txt: not UTF-8 ({e.reason} at byte {e.start}); corrupt store") from None
+    return keys, load_array(path / "offsets.npy")
+
+
+def load_array(path: Path) -> np.ndarray:
+    """np.load of a .npy file (offsets, priors), a missing or corrupt one named in one line."""
+    try:
+        return np.load(path)
+    except FileNotFoundError:
+        raise AsrKdError(f"{path}: file not found (incomplete output; re-run the step that wrote it)") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise AsrKdError(f"{path}: unreadable ({e}); corrupt file, re-run the step that wrote it") from None
+
+
+def meta_layout(path: Path, meta: dict) -> tuple[np.dtype, tuple[int, ...]]:
+    """(dtype, full shape) that meta.json declares; a meta.json without them is not a store's."""
+    try:
+        return np.dtype(meta["dtype"]), (int(meta["num_rows"]), *map(int, meta["row_shape"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise AsrKdError(f"{path}/meta.json: not a store's meta (bad or missing {e}); "
+                         "re-run the step that wrote it") from None
+
+
+def check_data_size(data_file: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """data.bin must hold exactly the rows meta.json declares: a truncated copy or a full disk during
+    a copy otherwise surfaces as numpy's 'mmap length is greater than file size'."""
+    expected = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    try:
+        actual = data_file.stat().st_size
+    except FileNotFoundError:
+        if expected == 0:
+            return
+        raise AsrKdError(f"{data_file}: file not found (incomplete store; re-run the step that wrote it)") from None
+    if actual != expected:
+        raise AsrKdError(f"{data_file}: {actual} bytes, meta.json declares {shape[0]} rows = {expected} bytes "
+                         f"({'truncated' if actual < expected else 'longer than declared'}; re-run the step that wrote it)")
+
+
+def expect_kind(store: RaggedStore, kind: str, role: str) -> RaggedStore:
+    """Refuse a store that is positively of another kind than `kind` (e.g. features and alignments
+    swapped): a feature store's meta says kind "features" or has dim; an alignment store has
+    num_pdfs and one label per row (row_shape []); log-likelihood stores and caches say their kind.
+    Stores that say nothing (hand-made ones) pass: their consumers check shapes anyway."""
+    meta = store.meta
+    is_features = meta.get("kind") == "features" or "dim" in meta
+    is_alignment = "num_pdfs" in meta and meta.get("row_shape") == [] and not is_features
+    other_kind = meta.get("kind") not in (None, "features")
+    found = "a feature store" if is_features else "an alignment store" if is_alignment else \
+        f"a {meta.get('kind', 'multi-column')} store"
+    wrong = (is_alignment or other_kind) if kind == "features" else (is_features or meta.get("row_shape") != [])
+    if wrong:
+        raise AsrKdError(f"{store.path}: given as {role} but it is {found} (arguments in the wrong order?)")
+    return store
+
+
+def check_finite(feats: RaggedStore) -> None:
+    """Refuse NaN/inf features, naming the first bad utterance: they poison training silently, and the
+    GMM aligner fails on them with a C++ error that names nothing."""
+    chunk = 1 << 18  # rows per block: ~40 MB of float32 at 40 dims, whatever the set size
+    for start in range(0, feats.data.shape[0], chunk):
+        block = feats.read_rows(start, min(start + chunk, feats.data.shape[0])).astype(np.float32)
+        bad_rows = np.nonzero(~np.isfinite(block).all(axis=1))[0]
+        if len(bad_rows):
+            row = start + int(bad_rows[0])
+            u = int(np.searchsorted(feats.offsets, row, side="right")) - 1
+            raise AsrKdError(f"{feats.path}: utterance {feats.keys[u]!r} has NaN/inf features "
+                             f"(frame {row - int(feats.offsets[u])})")
 
 
 class RaggedStoreWriter:

@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", help="writes hyp.txt (+ ref.txt, per_utt.txt, wer.json with --text)")
     _add_input_args(p, "", "the set to decode")
     p.add_argument("--text", help="reference Kaldi text for scoring")
+    p.add_argument("--score-map", help="token map applied to reference and hypothesis before scoring (`tok mapped`, "
+                                       "`tok` alone = delete; TIMIT: 48 -> 39 phones); wer.json keeps the unmapped score")
     p.add_argument("--acoustic-scale", type=float, default=0.1)
     p.add_argument("--word-penalty", type=float, default=0.0, help="cost added per hypothesised word")
     _add_input_args(p, "dev-", "a dev set to choose the acoustic scale and word penalty on (then fixed for this set)")
@@ -57,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("ref_text")
     p.add_argument("hyp_text")
     p.add_argument("out_dir")
+    p.add_argument("--score-map", help="token map applied to both texts before scoring (see decode --score-map)")
+    p.add_argument("--mode", choices=["strict", "present", "all"], default="strict",
+                   help="Kaldi compute-wer's: strict refuses a hypothesis file missing utterances, present scores "
+                        "only those present, all counts a missing one as all deletions (default: strict)")
     p.set_defaults(func=_score)
 
 
@@ -111,13 +117,11 @@ def _decode(args) -> None:
 
 
 def _write_results(args, hyps: dict, settings: dict, stats) -> None:
-    from asr_kd.decode.scoring import read_text_table, wer, write_wer_dir
+    from asr_kd.decode.scoring import read_text_table
     from asr_kd.io import write_json, write_text
 
     if args.text:
-        refs = read_text_table(args.text)
-        result = wer(refs, hyps)
-        write_wer_dir(args.out_dir, result, refs, hyps, extra=settings)
+        result = score_texts(read_text_table(args.text), hyps, args.out_dir, args.score_map, settings)
         print(f"{args.out_dir}: {result} (acoustic scale {settings['acoustic_scale']:g}, word penalty "
               f"{settings['word_penalty']:g}, RTF {stats.real_time_factor:.4f})")
     else:
@@ -144,9 +148,29 @@ def _floats(text: str | None) -> list[float]:
 
 
 def _score(args) -> None:
-    from asr_kd.decode.scoring import read_text_table, wer, write_wer_dir
+    from asr_kd.decode.scoring import read_text_table
 
     refs, hyps = read_text_table(args.ref_text), read_text_table(args.hyp_text)
+    missing = sorted(set(refs) - set(hyps))
+    if missing and args.mode == "strict":
+        raise AsrKdError(f"{args.hyp_text}: no hypothesis for {len(missing)} of {len(refs)} reference utterances "
+                         f"(e.g. '{missing[0]}'); use --mode present to score only those present, or --mode all to "
+                         f"count them as deleted (Kaldi compute-wer's modes)")
+    if args.mode == "present":
+        refs = {u: words for u, words in refs.items() if u in hyps}
+    print(score_texts(refs, hyps, args.out_dir, args.score_map))
+
+
+def score_texts(refs: dict, hyps: dict, out_dir: str, score_map: str | None = None, extra: dict | None = None):
+    """WER into out_dir (hyp/ref/per_utt/wer.json); with a score map, on the mapped tokens, and wer.json's
+    `unmapped` holds the score before mapping (TIMIT: PER on 39 phones, 48-phone PER next to it)."""
+    from asr_kd.decode.scoring import map_texts, read_token_map, wer, write_wer_dir
+
+    extra = dict(extra or {})
+    if score_map:
+        mapping = read_token_map(score_map)
+        extra.update(score_map=str(score_map), unmapped=wer(refs, hyps).summary())
+        refs, hyps = map_texts(refs, mapping, "reference"), map_texts(hyps, mapping, "hypothesis")
     result = wer(refs, hyps)
-    write_wer_dir(args.out_dir, result, refs, hyps)
-    print(result)
+    write_wer_dir(out_dir, result, refs, hyps, extra=extra)
+    return result

@@ -12,7 +12,7 @@ from pathlib import Path
 import jiwer
 
 from asr_kd.errors import AsrKdError
-from asr_kd.io import write_json, write_text
+from asr_kd.io import read_lines, write_json, write_text
 
 OP_CODES = {"equal": "C", "substitute": "S", "delete": "D", "insert": "I"}
 
@@ -102,7 +102,7 @@ def _utt_block(utt: str, rows: list[tuple[str, str, str]]) -> str:
 def read_text_table(path: str | os.PathLike) -> dict[str, list[str]]:
     """A Kaldi `text` file (utt word ...) as utt -> words; a repeated id is an error naming the line."""
     table = {}
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in read_lines(path):
         fields = line.split()
         if not fields:
             continue
@@ -110,3 +110,31 @@ def read_text_table(path: str | os.PathLike) -> dict[str, list[str]]:
             raise AsrKdError(f"{path}:{lineno}: utterance {fields[0]} appears twice")
         table[fields[0]] = fields[1:]
     return table
+
+
+def read_token_map(path: str | os.PathLike) -> dict[str, str | None]:
+    """A scoring map as Kaldi's TIMIT `phones.60-48-39.map` columns: `token mapped` per line, a token alone
+    is deleted before scoring (e.g. TIMIT's 48 phones -> the 39 that phone error rates are reported on)."""
+    mapping: dict[str, str | None] = {}
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) > 2 or fields[0] in mapping:
+            raise AsrKdError(f"{path}:{lineno}: expected '<token> [<mapped token>]' once per token, got '{line.strip()}'")
+        mapping[fields[0]] = fields[1] if len(fields) == 2 else None
+    if not mapping:
+        raise AsrKdError(f"{path}: empty scoring map")
+    return mapping
+
+
+def map_texts(texts: dict[str, list[str]], mapping: dict[str, str | None], what: str) -> dict[str, list[str]]:
+    """Every utterance's tokens through `mapping`; a token the map lacks is an error naming the utterance."""
+    out = {}
+    for utt, words in texts.items():
+        unknown = [w for w in words if w not in mapping]
+        if unknown:
+            raise AsrKdError(f"{what}: utterance {utt}: token '{unknown[0]}' is not in the scoring map; "
+                             f"add it to the map (a token alone on its line is deleted)")
+        out[utt] = [m for w in words if (m := mapping[w]) is not None]
+    return out

@@ -73,6 +73,8 @@ def cache_bytes(num_frames: int, num_pdfs: int, top_k: int | None) -> int:
 def choose_top_k(num_frames: int, num_pdfs: int, top_k: int | None, budget_bytes: float) -> int | None:
     """The k to cache: `top_k` when given (0 = full), else full fp16 if it fits the budget, else DEFAULT_TOP_K."""
     if top_k is not None:
+        if not 0 <= top_k <= num_pdfs:
+            raise AsrKdError(f"--top-k {top_k}: must be in 0..{num_pdfs} (the teacher has {num_pdfs} pdfs; 0 = all)")
         return top_k or None
     full = cache_bytes(num_frames, num_pdfs, None)
     if full <= budget_bytes:
@@ -196,10 +198,18 @@ def _partial_dir(path: Path, plan: dict) -> Path:
     """The resumable work dir `.<name>.partial/` next to `path`; one made for another plan is discarded."""
     partial = path.parent / f".{path.name}.partial"
     plan_file = partial / "plan.json"
-    if partial.exists() and (not plan_file.is_file() or read_json(plan_file) != plan):
+    if partial.exists() and (not plan_file.is_file() or _read_plan(plan_file) != plan):
         log.warning("%s: left by a run with other inputs or settings; starting afresh", partial)
         shutil.rmtree(partial)
     return partial
+
+
+def _read_plan(plan_file: Path) -> dict | None:
+    """The plan a work dir was made for; None when a kill left it unreadable (the dir is then redone)."""
+    try:
+        return read_json(plan_file)
+    except AsrKdError:
+        return None
 
 
 def _allocate(partial: Path, plan: dict, num_pdfs: int, top_k: int | None) -> None:

@@ -125,7 +125,8 @@ def _cache_teacher(args) -> None:
 
 def _distill(args) -> None:
     from asr_kd.distill.distill import distill, transfer_subset
-    from asr_kd.nnet.commands import end_process_group
+    from asr_kd.expdir import write_system
+    from asr_kd.nnet.commands import end_process_group, system_fields
     from asr_kd.nnet.devices import Ranks
     from asr_kd.nnet.infer import evaluate
 
@@ -134,6 +135,10 @@ def _distill(args) -> None:
         transfer = transfer_subset(transfer, args.subset_fraction, args.subset_seed)
     result = distill(cfg.student, teacher, transfer, cfg.loss, dev=dev, exp_dir=args.exp_dir, data_parallel=True)
     if Ranks.from_env().main:
+        write_system(args.exp_dir, "student", **system_fields(cfg.student, result.train.best_epoch),
+                     temperature=cfg.loss.temperature, loss_terms=dict(cfg.loss.terms),
+                     teacher={"combination": cfg.teacher.combination, "models": list(cfg.teacher.models),
+                              "cache": cfg.teacher.cache})
         metrics = evaluate((result.model, result.spec), dev)
         print(json.dumps({"exp_dir": str(result.exp_dir), "best_epoch": result.train.best_epoch,
                           "dev_frame_acc": metrics["frame_acc"], "dev_ce": metrics["ce"]}))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from asr_kd.distill.distill import Teacher, distill, transfer_subset
+from asr_kd.distill.gain import gain_kept
 from asr_kd.distill.losses import LossConfig
 from asr_kd.distill.teachers import OnlineTeacher
 from asr_kd.errors import AsrKdError
@@ -98,18 +99,12 @@ def compare(baseline_dir: str | os.PathLike, teacher: OnlineTeacher, student_dir
         row = {"system": f"student: {d}", **scores(load_model(d), **sets)}
         for name in sets:
             key = f"{name}_frame_acc"
-            row[f"{name}_gain_kept"] = gain_kept(base[key], ens[key], row[key])
+            kept = gain_kept(row[key], base[key], ens[key])
+            row[f"{name}_gain_kept"] = None if kept is None else round(kept, 4)
         rows.append(row)
     columns = ["system"] + [c for name in sets for c in (f"{name}_frame_acc", f"{name}_gain_kept")]
     write_summary(Path(out_stem), rows, columns, "Distilled students vs baseline and teacher (frame accuracy)")
     return rows
-
-
-def gain_kept(baseline: float, teacher: float, student: float) -> float | None:
-    """(student - baseline) / (teacher - baseline): 1.0 = all of the teacher's gain; None if no gain to keep."""
-    if teacher - baseline <= 0:
-        return None
-    return round((student - baseline) / (teacher - baseline), 4)
 
 
 def scores(scorer, *, combine: str = "arith", **sets: FrameData | None) -> dict:

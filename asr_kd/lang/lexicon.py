@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asr_kd.errors import AsrKdError
+from asr_kd.io import read_lines
 
 RESERVED_WORDS = ("<eps>", "#0", "<s>", "</s>")
 
@@ -38,7 +39,7 @@ def read_lexicon(path: str | os.PathLike, known_phones: set[str] | None = None) 
     With `known_phones`, every phone used must be in it.
     """
     entries, seen = [], set()
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in read_lines(path):
         fields = line.split()
         if not fields:
             continue
@@ -64,7 +65,7 @@ def read_phone_sets(path: str | os.PathLike) -> list[list[str]]:
     """One phone set per non-empty line (Kaldi groups e.g. stress variants of a phone on one line)."""
     if not Path(path).is_file():
         raise AsrKdError(f"{path}: missing from the dict dir")
-    return [line.split() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.split()]
+    return [line.split() for _, line in read_lines(path) if line.split()]
 
 
 def read_dict_dir(dict_dir: str | os.PathLike) -> DictDir:

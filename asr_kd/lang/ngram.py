@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from asr_kd.errors import AsrKdError
-from asr_kd.io import write_text
+from asr_kd.io import read_lines, write_text
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def restrict_vocab(model: ArpaModel, vocab: set[str], source: str = "") -> ArpaM
 def read_transcripts(path: str | os.PathLike) -> list[list[str]]:
     """Words of a Kaldi `text` file (utt-id word ...); a line with only an id is an empty sentence."""
     sentences = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in read_lines(path):
         fields = line.split()
         if not fields:
             raise AsrKdError(f"{path}:{lineno}: empty line")

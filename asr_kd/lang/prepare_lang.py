@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asr_kd.errors import AsrKdError
-from asr_kd.io import atomic_path
+from asr_kd.io import atomic_path, read_lines
 from asr_kd.lang.lexicon import DictDir, add_disambig, read_dict_dir
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def _write_table(path: Path, table: dict[str, int]) -> None:
 def read_symbol_table(path: str | os.PathLike) -> dict[str, int]:
     """A Kaldi symbol table (`symbol id` per line) as symbol -> id."""
     table = {}
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in read_lines(Path(path)):
         fields = line.split()
         if len(fields) != 2 or not fields[1].isdigit():
             raise AsrKdError(f"{path}:{lineno}: expected 'symbol id', got {line!r}")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from asr_kd.errors import AsrKdError
+from asr_kd.expdir import write_system
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,9 +73,19 @@ def _train(args) -> None:
     cfg, train, dev = _load(args)
     result = train_frame_classifier(cfg, train, dev, exp_dir=args.exp_dir, data_parallel=True)
     if Ranks.from_env().main:
+        write_system(args.exp_dir, "dnn", **system_fields(cfg, result.best_epoch))
         print(json.dumps({"exp_dir": str(result.exp_dir), "best_epoch": result.best_epoch,
                           "dev_frame_acc": result.dev_frame_acc[0]}))
     end_process_group()
+
+
+def system_fields(cfg, best_epoch: int | None = None) -> dict:
+    """A trained model's identity for system.json: seed, sizes, context window, best epoch."""
+    from asr_kd.config import to_dict
+
+    fields = {"seed": cfg.seed, "model": to_dict(cfg.model), "left_context": cfg.left_context,
+              "right_context": cfg.right_context}
+    return fields if best_epoch is None else {**fields, "best_epoch": best_epoch}
 
 
 def end_process_group() -> None:
@@ -87,20 +97,23 @@ def end_process_group() -> None:
 
 
 def _train_ensemble(args) -> None:
-    import yaml
-
-    from asr_kd.config import from_dict
-    from asr_kd.nnet.ensemble import train_ensemble
+    from asr_kd.config import from_dict, parse_yaml
+    from asr_kd.io import read_lines
+    from asr_kd.nnet.devices import Ranks
+    from asr_kd.nnet.ensemble import member_seeds, train_ensemble
     from asr_kd.nnet.models import ModelConfig
 
     archs = None
     if args.architectures:
-        blocks = yaml.safe_load(Path(args.architectures).read_text(encoding="utf-8"))
+        blocks = parse_yaml("\n".join(line for _, line in read_lines(args.architectures)))
         if not isinstance(blocks, list):
             raise AsrKdError(f"{args.architectures}: expected a YAML list of model blocks")
         archs = [from_dict(ModelConfig, b, f"{args.architectures}[{i}]") for i, b in enumerate(blocks)]
     cfg, train, dev = _load(args)
     dirs = train_ensemble(cfg, args.k, train, dev, args.exp_dir, architectures=archs, stacked=not args.sequential)
+    if Ranks.from_env().main:
+        write_system(args.exp_dir, "ensemble", **system_fields(cfg), members=[d.name for d in dirs],
+                     seeds=member_seeds(cfg, args.k) * len(archs or [cfg.model]))
     print(json.dumps({"members": [str(d) for d in dirs]}))
 
 

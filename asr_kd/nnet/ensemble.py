@@ -4,12 +4,13 @@ Training (`train_ensemble`): members differ by seed (init weights AND frame orde
 by architecture. Members of one architecture train in ONE process as stacked weights: their
 parameters are stacked along a new leading axis (torch.func.stack_module_state) and one
 vmap-ed functional call runs all K forward/backward passes as batched matmuls, each member on
-its own shuffled minibatch. SGD/AdamW are elementwise, so one optimizer over the stacked tensors
-is K independent optimizers; gradient clipping is per member. The members of a stacked group
-share one LR schedule (newbob on their mean dev accuracy) and one best epoch; set
-`stacked=False` (or use BatchNorm, whose running-stat updates cannot be vmap-ed) to train members
-one after another with their own schedules. Member k's initial weights and frame order depend only
-on its seed, so a stacked member starts exactly where a separately trained one would.
+its own shuffled minibatch. Each member is its own optimizer param group (views of its slice of
+the stacked tensors), so each keeps its own learning rate, newbob halvings, early stop and best
+epoch, exactly as if trained alone: a member that has stopped gets no more updates while the others
+go on, and its final.pt is its own best dev epoch. Gradient clipping is per member. `stacked=False`
+(or BatchNorm, whose running-stat updates cannot be vmap-ed) trains members one after another.
+Member k's initial weights and frame order depend only on its seed, so a stacked member starts
+exactly where a separately trained one would.
 
 Layout: `<exp>/ensemble.json` (member dirs, seeds, architectures), `<exp>/member_<i>/final.pt`
 (loadable like any single model), and per stacked group `<exp>/group_<g>/` holding the shared
@@ -64,6 +65,7 @@ class StackedLearner:
         for i, name in enumerate(self.names):
             self.module.register_parameter(f"p{i}", torch.nn.Parameter(params[name]))
         self.buffers = buffers
+        self._views: list[list[torch.Tensor]] | None = None
 
     def params(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self.module, f"p{i}") for i, name in enumerate(self.names)}
@@ -73,6 +75,19 @@ class StackedLearner:
             return functional_call(self.base, (p, b), (xx,))
 
         return vmap(call, randomness="different")(self.params(), self.buffers, x)
+
+    def member_params(self) -> list[list[torch.Tensor]]:
+        """Member k's parameters as views of slice k of the stacked tensors: one optimizer param group
+        per member gives each its own LR (an optimizer step on a view updates the stack in place)."""
+        if self._views is None:
+            self._views = [[p.data[k] for p in self.params().values()] for k in range(self.k)]
+        return self._views
+
+    def member_grads(self, active: list[bool]) -> None:
+        """Slice k of each stacked gradient to member k's views; a stopped member gets none (no update)."""
+        for i, p in enumerate(self.params().values()):
+            for k, views in enumerate(self.member_params()):
+                views[i].grad = p.grad[k] if active[k] and p.grad is not None else None
 
     def clip_grad(self, max_norm: float) -> None:
         grads = [p.grad for p in self.params().values() if p.grad is not None]
@@ -158,11 +173,11 @@ def train_stacked(cfg: TrainConfig, seeds: list[int], train: Frames, dev: Frames
     stats = train.feature_stats()
     learner = StackedLearner([init_model(spec, s, stats).to(train.device) for s in seeds])
     result = run_training(learner, cfg, train, dev, ExpDir(group_dir), spec, seeds)
-    for state, out, acc in zip(best_member_states(result, learner), out_dirs, result.dev_frame_acc):
+    for state, out, acc, best in zip(best_member_states(result, learner), out_dirs, result.dev_frame_acc,
+                                     result.best_epochs):
         out.mkdir(parents=True, exist_ok=True)
         save_final(out / "final.pt", state, spec)
-        write_json(out / "member.json", {"group_dir": str(group_dir), "best_epoch": result.best_epoch,
-                                         "dev_frame_acc": acc})
+        write_json(out / "member.json", {"group_dir": str(group_dir), "best_epoch": best, "dev_frame_acc": acc})
 
 
 # ---------------------------------------------------------------- inference -----------------

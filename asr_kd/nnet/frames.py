@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr_kd.data.store import RaggedStore
+from asr_kd.data.store import RaggedStore, check_finite, expect_kind, load_array
 from asr_kd.errors import AsrKdError
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class FrameData:
         alignment can fail for a few utterances, which should not stop training. To respect a
         memory budget, use `stream.open_frames`, which calls this for sets that fit.
         """
-        feats = RaggedStore(feats_path)
+        feats = expect_kind(RaggedStore(feats_path), "features", "features")
         check_finite(feats)
         ali, num_pdfs, priors = open_alignment(ali_path)
         labels = labels_for(feats, ali, num_pdfs) if ali is not None else None
@@ -204,26 +204,13 @@ def make_generator(seed: int, device: torch.device) -> torch.Generator:
     return gen
 
 
-def check_finite(feats: RaggedStore) -> None:
-    """Refuse NaN/inf features, naming the first bad utterance (they would poison training silently)."""
-    chunk = 1 << 18  # rows per block: ~40 MB of float32 at 40 dims, whatever the set size
-    for start in range(0, feats.data.shape[0], chunk):
-        block = feats.read_rows(start, min(start + chunk, feats.data.shape[0])).astype(np.float32)
-        bad_rows = np.nonzero(~np.isfinite(block).all(axis=1))[0]
-        if len(bad_rows):
-            row = start + int(bad_rows[0])
-            u = int(np.searchsorted(feats.offsets, row, side="right")) - 1
-            raise AsrKdError(f"{feats.path}: utterance {feats.keys[u]!r} has NaN/inf features "
-                             f"(frame {row - int(feats.offsets[u])})")
-
-
 def open_alignment(ali_path: str | Path | None) -> tuple[RaggedStore | None, int | None, np.ndarray | None]:
     """(store, num_pdfs, priors) of an alignment dir; all None without one."""
     if ali_path is None:
         return None, None, None
-    ali = RaggedStore(ali_path)
+    ali = expect_kind(RaggedStore(ali_path), "alignment", "alignment")
     prior_file = Path(ali_path) / "priors.npy"
-    return ali, int(ali.meta.get("num_pdfs", 0)) or None, np.load(prior_file) if prior_file.is_file() else None
+    return ali, int(ali.meta.get("num_pdfs", 0)) or None, load_array(prior_file) if prior_file.is_file() else None
 
 
 def labels_for(feats: RaggedStore, ali: RaggedStore, num_pdfs: int | None) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from asr_kd.data.store import RaggedStore, RaggedStoreWriter
+from asr_kd.data.store import RaggedStore, RaggedStoreWriter, load_array
 from asr_kd.errors import AsrKdError
 from asr_kd.io import sha256_file
 from asr_kd.nnet.ensemble import Ensemble
@@ -56,7 +56,7 @@ def read_priors(path: str | Path) -> np.ndarray:
     file = path / "priors.npy" if path.is_dir() else path
     if not file.is_file():
         raise AsrKdError(f"{file}: no priors (expected an alignment dir with priors.npy)")
-    return np.load(file)
+    return load_array(file)
 
 
 def log_priors(priors: np.ndarray, num_pdfs: int, prior_floor: float = 1e-10) -> torch.Tensor:

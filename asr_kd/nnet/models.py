@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from asr_kd.config import from_dict
+from asr_kd.config import from_dict, require
 from asr_kd.errors import AsrKdError
 from asr_kd.io import atomic_path
 
@@ -38,6 +38,14 @@ class ModelConfig:
     dropout: float = 0.0
     tdnn_kernel: int = 3
     tdnn_dilations: list[int] = field(default_factory=lambda: [1, 1, 2])
+
+    def __post_init__(self):
+        require(self.hidden_layers >= 0, f"model.hidden_layers must be >= 0, got {self.hidden_layers}")
+        require(self.hidden_dim >= 1, f"model.hidden_dim must be >= 1, got {self.hidden_dim}")
+        require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
+        require(self.norm in ("none", "layer", "batch"), f"model.norm {self.norm!r}: expected none | layer | batch")
+        require(self.tdnn_kernel >= 1 and all(d >= 1 for d in self.tdnn_dilations),
+                f"model.tdnn_kernel and tdnn_dilations must be >= 1, got {self.tdnn_kernel}, {self.tdnn_dilations}")
 
 
 def _norm(kind: str, dim: int) -> list[nn.Module]:
@@ -202,16 +210,53 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     file = path / "final.pt" if path.is_dir() else path
     if not file.is_file():
         raise AsrKdError(f"{file}: no trained model (did training finish?)")
-    blob = torch.load(file, map_location=device, weights_only=True)
-    spec = spec_from_dict(blob["spec"])
+    blob = load_torch(file, "model", map_location=device, weights_only=True)
+    try:
+        spec = spec_from_dict(blob["spec"])
+    except (KeyError, TypeError) as e:
+        raise AsrKdError(f"{file}: not a model file of this project (no valid spec: {e})") from None
     model = spec.build().to(device)
-    model.load_state_dict(blob["state_dict"])
+    load_state(model, blob["state_dict"], file)
     return model.eval(), spec
 
 
+def load_torch(file: str | Path, what: str, **kwargs) -> dict:
+    """torch.load, with a truncated or corrupt file named in one line (torch's own errors name none)."""
+    try:
+        blob = torch.load(file, **kwargs)
+    except FileNotFoundError:
+        raise AsrKdError(f"{file}: {what} file not found") from None
+    except Exception as e:  # noqa: BLE001 (zip, pickle, EOF and unpickling errors all mean the same here)
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+        raise AsrKdError(f"{file}: corrupt or truncated {what} file ({first}); re-run the step that wrote it") from None
+    if not isinstance(blob, dict):
+        raise AsrKdError(f"{file}: not a {what} file of this project (holds a {type(blob).__name__})")
+    return blob
+
+
+def load_state(module: torch.nn.Module, state: dict, file: str | Path) -> None:
+    """load_state_dict, a shape mismatch (another pdf count, width or depth) named with its file."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln or "Missing" in ln or "Unexpected" in ln]
+        raise AsrKdError(f"{file}: weights do not fit this model ({lines[0] if lines else 'state mismatch'}); "
+                         "it was made for another number of pdfs or another architecture") from None
+
+
+def save_torch(obj, path: str | Path) -> None:
+    """torch.save atomically; a failed write (a full disk) is one line naming the file, and the old file stays."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except (OSError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AsrKdError(f"{path}: cannot write ({first}); is the disk full? Free space and re-run "
+                         "(the previous file, if any, is intact)") from None
+
+
 def save_final(path: Path, state_dict: dict, spec: ModelSpec) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": state_dict, "spec": dataclasses.asdict(spec)}, tmp)
+    save_torch({"state_dict": state_dict, "spec": dataclasses.asdict(spec)}, path)
 
 
 def spec_from_dict(d: dict) -> ModelSpec:

@@ -39,7 +39,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from asr_kd.data.store import RaggedStore
+from asr_kd.data.store import RaggedStore, expect_kind
 from asr_kd.errors import AsrKdError
 from asr_kd.nnet.frames import STATS_BLOCK, FrameData, Moments, alignment_starts, check_finite, open_alignment
 
@@ -96,7 +96,7 @@ def free_bytes(device: torch.device) -> int:
 def open_frames(feats_path: str | Path, ali_path: str | Path | None = None, *, device: str | torch.device = "cpu",
                 budget: int | str = "auto") -> "FrameData | StreamedFrames":
     """The set, fully resident (`FrameData`) if it fits `budget` frames, else streamed."""
-    store = RaggedStore(feats_path)
+    store = expect_kind(RaggedStore(feats_path), "features", "features")
     dim = int(np.prod(store.meta["row_shape"]))
     frames = resolve_budget(budget, device, dim)
     if store.data.shape[0] <= frames:

@@ -52,13 +52,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from asr_kd.config import to_dict
+from asr_kd.config import require, to_dict
 from asr_kd.errors import AsrKdError
 from asr_kd.expdir import ExpDir
-from asr_kd.io import atomic_path, write_text
+from asr_kd.io import write_text
 from asr_kd.nnet.devices import SINGLE, Ranks, resolve_device, training_device  # noqa: F401 (re-export)
 from asr_kd.nnet.frames import FrameBatch, FrameData, make_generator, shuffled
-from asr_kd.nnet.models import ModelConfig, ModelSpec, init_model, load_model, save_final  # noqa: F401 (re-export)
+from asr_kd.nnet.models import (ModelConfig, ModelSpec, init_model, load_model, load_torch,  # noqa: F401 (re-export)
+                                save_final, save_torch)
 from asr_kd.nnet.stream import DataConfig, StreamedFrames, chunk_seed, labelled_ranges
 
 Frames = FrameData | StreamedFrames
@@ -66,6 +67,9 @@ Frames = FrameData | StreamedFrames
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.Tensor, FrameBatch], "tuple[torch.Tensor, dict]"]
+
+
+DEFAULT_MIN_EPOCHS = 2
 
 
 @dataclass
@@ -83,7 +87,7 @@ class TrainConfig:
     schedule: str = "newbob"  # newbob | cosine
     newbob_threshold: float = 0.005  # halve the LR when dev frame accuracy improves less than this
     newbob_max_halvings: int = 4  # then stop
-    min_epochs: int = 2  # newbob never stops before this many epochs
+    min_epochs: int = DEFAULT_MIN_EPOCHS  # newbob never stops before this many epochs
     cosine_final_fraction: float = 0.01  # cosine decays the LR to lr * this at max_epochs
     warmup_steps: int = 0
     grad_clip: float = 5.0  # max gradient norm per member; 0 = off
@@ -95,6 +99,27 @@ class TrainConfig:
     input_norm: bool = True  # global mean/variance normalisation of the input, stats from train
     data: DataConfig = field(default_factory=DataConfig)  # resident budget (stream.py)
 
+    def __post_init__(self):
+        """Range checks (config.py: from_dict names the file). min_epochs left at its default is
+        capped at max_epochs (`max_epochs=1` alone stays valid); one set above max_epochs is an error."""
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        require(self.max_epochs >= 1, f"max_epochs must be >= 1, got {self.max_epochs}")
+        require(self.min_epochs >= 0, f"min_epochs must be >= 0, got {self.min_epochs}")
+        require(self.min_epochs <= max(self.max_epochs, DEFAULT_MIN_EPOCHS),
+                f"min_epochs {self.min_epochs} > max_epochs {self.max_epochs}")
+        require(self.left_context >= 0 and self.right_context >= 0,
+                f"left_context/right_context must be >= 0, got {self.left_context}/{self.right_context}")
+        require(self.momentum >= 0 and self.weight_decay >= 0,
+                f"momentum/weight_decay must be >= 0, got {self.momentum}/{self.weight_decay}")
+        require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        require(self.warmup_steps >= 0 and self.keep_checkpoints >= 1,
+                f"need warmup_steps >= 0 and keep_checkpoints >= 1, got {self.warmup_steps}/{self.keep_checkpoints}")
+        require(0 < self.cosine_final_fraction <= 1 and self.newbob_threshold >= 0 and self.newbob_max_halvings >= 0,
+                "need 0 < cosine_final_fraction <= 1, newbob_threshold >= 0, newbob_max_halvings >= 0")
+
+
 
 @dataclass
 class TrainResult:
@@ -102,6 +127,7 @@ class TrainResult:
     best_epoch: int
     dev_frame_acc: list[float]  # per member, at the best epoch
     last_epoch: int
+    best_epochs: list[int] = field(default_factory=list)  # per member (stacked members stop on their own)
 
 
 # ---------------------------------------------------------------- public API: one model ------
@@ -146,6 +172,8 @@ class Learner(Protocol):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor: ...  # (K, B, D) -> (K, B, P)
     def clip_grad(self, max_norm: float) -> None: ...
+    def member_params(self) -> list[list[torch.Tensor]]: ...  # one optimizer param group per member
+    def member_grads(self, active: list[bool]) -> None: ...  # hand active members' gradients to their groups
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
     def member_states(self, state: dict) -> list[dict]: ...
@@ -180,6 +208,12 @@ class SingleLearner:
 
     def clip_grad(self, max_norm: float) -> None:
         torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
+
+    def member_params(self) -> list[list[torch.Tensor]]:
+        return [list(self.module.parameters())]
+
+    def member_grads(self, active: list[bool]) -> None:
+        """The one member's gradients are already on its parameters."""
 
     def state_dict(self) -> dict:
         return self.module.state_dict()
@@ -232,6 +266,33 @@ class LRSchedule:
         return epoch >= cfg.max_epochs or st["halvings"] > cfg.newbob_max_halvings
 
 
+class MemberSchedules:
+    """One LRSchedule per member: stacked members halve their LR and stop on their own dev accuracy,
+    exactly as if each were trained alone; member k's LR goes to optimizer param group k."""
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int, k: int):
+        self.members = [LRSchedule(cfg, steps_per_epoch) for _ in range(k)]
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        for schedule, group in zip(self.members, optimizer.param_groups):
+            group["lr"] = schedule.lr_for_step()
+            schedule.state["step"] += 1
+
+    @property
+    def state(self) -> dict | list[dict]:
+        """A single model's state is one dict, as in checkpoints written before members had their own."""
+        states = [s.state for s in self.members]
+        return states[0] if len(states) == 1 else states
+
+    @state.setter
+    def state(self, value: dict | list[dict]) -> None:
+        values = [value] * len(self.members) if isinstance(value, dict) else value
+        if len(values) != len(self.members):
+            raise AsrKdError(f"checkpoint holds {len(values)} member schedules, this run has {len(self.members)}")
+        for schedule, v in zip(self.members, values):
+            schedule.state = dict(v)
+
+
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -248,6 +309,27 @@ class LoopState:
     best_acc: float = -1.0
     best_member_acc: list[float] = field(default_factory=list)
     stopped: bool = False
+    member_best_epoch: list[int] = field(default_factory=list)  # each member's own best dev epoch
+    member_stopped: list[bool] = field(default_factory=list)  # a stopped member's weights no longer change
+
+    def members(self, k: int) -> None:
+        """Per-member fields for K members (a checkpoint from before they existed: the shared values)."""
+        if len(self.member_best_epoch) != k:
+            self.member_best_epoch = [self.best_epoch] * k
+            self.member_stopped = [self.stopped] * k
+            self.best_member_acc = list(self.best_member_acc) or [-1.0] * k
+
+    def end_epoch(self, epoch: int, schedules: MemberSchedules, accs: list[float]) -> None:
+        """Each member still training: its schedule's stop decision and its own best epoch."""
+        for m, (schedule, acc) in enumerate(zip(schedules.members, accs)):
+            if self.member_stopped[m]:
+                continue
+            self.member_stopped[m] = schedule.end_epoch(epoch, acc)
+            if acc > self.best_member_acc[m]:
+                self.member_best_epoch[m], self.best_member_acc[m] = epoch, acc
+        self.stopped = all(self.member_stopped)
+        self.best_epoch = self.member_best_epoch[0]
+        self.best_acc = sum(self.best_member_acc) / len(self.best_member_acc)
 
 
 @dataclass
@@ -301,9 +383,10 @@ def run_training(learner: Learner, cfg: TrainConfig, train: Frames, dev: Frames,
     if dev.num_labelled_frames() == 0:
         raise AsrKdError(f"{dev.name}: the dev set has no labels (needed for the LR schedule)")
     steps = epoch_steps(cfg, math.ceil(epochs.num_frames / cfg.batch_size))
-    optimizer = make_optimizer(cfg, learner.module.parameters())
-    schedule = LRSchedule(cfg, steps)
+    optimizer = make_optimizer(cfg, [{"params": ps} for ps in learner.member_params()])
+    schedule = MemberSchedules(cfg, steps, learner.k)
     state = LoopState()
+    state.members(learner.k)
     torch.manual_seed(seeds[0])  # dropout masks; a resumed run restores the RNG state instead
     with _log_into(exp, ranks):
         resume(exp, cfg, learner, optimizer, schedule, epochs, state)
@@ -312,7 +395,7 @@ def run_training(learner: Learner, cfg: TrainConfig, train: Frames, dev: Frames,
             if state.epoch == 0:
                 ExpDir.create(exp.path, cfg, log_name="train")
         _epochs(learner, cfg, dev, exp, epochs, optimizer, schedule, state, loss_fn, ranks)
-    return TrainResult(exp.path, state.best_epoch, state.best_member_acc, state.epoch)
+    return TrainResult(exp.path, state.best_epoch, state.best_member_acc, state.epoch, state.member_best_epoch)
 
 
 @contextlib.contextmanager
@@ -336,15 +419,16 @@ def _epochs(learner, cfg, dev, exp, epochs: Epochs, optimizer, schedule, state, 
     while not state.stopped:
         epoch = state.epoch + 1
         t0 = time.time()
-        train_stats, trained = run_epoch(learner, cfg, epochs, optimizer, schedule, loss_fn, epoch, autocast, ranks)
+        active = [not s for s in state.member_stopped]
+        train_stats, trained = run_epoch(learner, cfg, epochs, optimizer, schedule, loss_fn, epoch, autocast, ranks,
+                                         active)
+        check_not_diverged(train_stats, dev.num_pdfs or epochs.train.num_pdfs, epoch, cfg.lr)
         seconds = time.time() - t0
         dev_stats = member_metrics(learner, dev, cfg, autocast, ranks)
-        mean_acc = sum(dev_stats["frame_acc"]) / learner.k
-        state.stopped = schedule.end_epoch(epoch, mean_acc)
-        if mean_acc > state.best_acc:
-            state.best_epoch, state.best_acc, state.best_member_acc = epoch, mean_acc, dev_stats["frame_acc"]
+        lrs = [group["lr"] for group in optimizer.param_groups]  # before end_epoch halves them
+        state.end_epoch(epoch, schedule, dev_stats["frame_acc"])
         state.epoch = epoch
-        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **train_stats,
+        record = {"epoch": epoch, "lr": _one_or_all(lrs), **train_stats,
                   "dev_ce": _one_or_all(dev_stats["ce"]), "dev_frame_acc": _one_or_all(dev_stats["frame_acc"]),
                   "frames_per_s": round(trained * learner.k / seconds, 1), "epoch_s": round(seconds, 2)}
         if ranks.main:
@@ -352,6 +436,31 @@ def _epochs(learner, cfg, dev, exp, epochs: Epochs, optimizer, schedule, state, 
             log.info("epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "epoch"})
             save_checkpoint(exp, cfg, learner, optimizer, schedule, epochs, state)
         ranks.barrier()
+
+
+DIVERGED_FACTOR = 10.0  # x ln(num_pdfs): the CE of guessing uniformly over the pdfs
+
+
+def check_not_diverged(train_stats: dict, num_pdfs: int | None, epoch: int, lr: float) -> None:
+    """Stop a run whose loss exploded without reaching inf (lr 1e4 trains to CE 8e11 and "finishes").
+
+    Rule: an epoch's mean train CE (hard-label CE of any member) above 10 x ln(num_pdfs), i.e. ten
+    times worse than a model that guesses every pdf equally, which a run that learns anything never
+    reaches (it starts near 1 x ln(num_pdfs) and goes down). Checked per epoch, so the bad epoch
+    never becomes a checkpoint."""
+    if not num_pdfs or num_pdfs < 2:
+        return
+    bound = DIVERGED_FACTOR * math.log(num_pdfs)
+    for name in ("train_ce", "train_loss_hard_ce"):
+        values = train_stats.get(name)
+        if values is None:
+            continue
+        worst = max(values) if isinstance(values, list) else values
+        if not worst <= bound:
+            raise AsrKdError(f"training diverged at epoch {epoch}: {name} {worst:.4g} > {bound:.3g} "
+                             f"(10 x ln({num_pdfs} pdfs): ten times the CE of guessing uniformly); lower the learning "
+                             f"rate (lr is {lr:g}: e.g. --set lr={lr / 10:g}, or student.lr for distill) and keep "
+                             f"grad_clip > 0")
 
 
 def _one_or_all(values: list[float]) -> float | list[float]:
@@ -366,10 +475,13 @@ def epoch_steps(cfg: TrainConfig, full_steps: int) -> int:
     return min(full_steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else full_steps
 
 
-def run_epoch(learner: Learner, cfg: TrainConfig, epochs: Epochs, optimizer, schedule: LRSchedule,
-              loss_fn: LossFn | None, epoch: int, autocast: bool, ranks: Ranks = SINGLE) -> tuple[dict, int]:
+def run_epoch(learner: Learner, cfg: TrainConfig, epochs: Epochs, optimizer, schedule: MemberSchedules,
+              loss_fn: LossFn | None, epoch: int, autocast: bool, ranks: Ranks = SINGLE,
+              active: list[bool] | None = None) -> tuple[dict, int]:
     """One pass over the epoch's frames (the first cfg.max_steps_per_epoch batches when capped), each
-    member in its own random order; returns (mean train metrics, frames trained per member)."""
+    member in its own random order; returns (mean train metrics, frames trained per member).
+    Only `active` members (default: all) are updated: a member that has stopped keeps its weights."""
+    active = active or [True] * learner.k
     learner.module.train()
     train = epochs.train
     sums: dict[str, torch.Tensor] = {}
@@ -405,9 +517,11 @@ def run_epoch(learner: Learner, cfg: TrainConfig, epochs: Epochs, optimizer, sch
             if (step - 1) % check_every == 0 or step == steps:
                 _check_finite(first_bad, epoch, steps)
             optimizer.zero_grad(set_to_none=True)
+            learner.module.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
                 learner.clip_grad(cfg.grad_clip)
+            learner.member_grads(active)
             optimizer.step()
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + torch.as_tensor(value, device=train.device).detach().float()
@@ -482,7 +596,7 @@ def checkpoint_dir(exp: ExpDir) -> Path:
     return exp.path / "checkpoints"
 
 
-def save_checkpoint(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule: LRSchedule,
+def save_checkpoint(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule: MemberSchedules,
                     epochs: Epochs, state: LoopState) -> None:
     """Atomically write checkpoints/epoch_N.pt, then prune old ones (keeping the best epoch's)."""
     blob = {
@@ -494,9 +608,8 @@ def save_checkpoint(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, 
     }
     ckpt_dir = checkpoint_dir(exp)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(ckpt_dir / f"epoch_{state.epoch}.pt") as tmp:
-        torch.save(blob, tmp)
-    keep = {state.best_epoch} | set(range(state.epoch - cfg.keep_checkpoints + 1, state.epoch + 1))
+    save_torch(blob, ckpt_dir / f"epoch_{state.epoch}.pt")
+    keep = set(state.member_best_epoch) | set(range(state.epoch - cfg.keep_checkpoints + 1, state.epoch + 1))
     for old in ckpt_dir.glob("epoch_*.pt"):
         if _epoch_of(old) not in keep:
             old.unlink()
@@ -511,14 +624,14 @@ def last_checkpoint(exp: ExpDir) -> Path | None:
     return files[-1] if files else None
 
 
-def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule: LRSchedule,
+def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule: MemberSchedules,
            epochs: Epochs, state: LoopState) -> None:
     """Restore model, optimizer, schedule, RNG and generator states from the last checkpoint, if any."""
     path = last_checkpoint(exp)
     if path is None:
         return
-    blob = torch.load(path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
-    old, new = blob["config"], to_dict(cfg)
+    blob = load_torch(path, "checkpoint", map_location="cpu", weights_only=False)  # RNG states stay on the CPU
+    old, new = blob.get("config"), to_dict(cfg)
     if old != new:
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise AsrKdError(f"{exp.path}: holds checkpoints of a run with a different config (changed: {changed}); "
@@ -528,9 +641,18 @@ def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule:
         raise AsrKdError(f"{exp.path}: its checkpoints trained {epochs.train.name} with layout {layout}, this run "
                          f"would use {epochs.train.layout()} (another data.max_resident_frames or free memory); set "
                          f"data.max_resident_frames to the old budget, or use a new exp dir")
-    learner.load_state_dict(blob["model"])
+    try:
+        learner.load_state_dict(blob["model"])
+    except RuntimeError as e:
+        raise AsrKdError(f"{path}: checkpoint weights do not fit this model ({str(e).strip().splitlines()[-1].strip()}); "
+                         f"it holds another number of pdfs or architecture: use a new exp dir or delete "
+                         f"{checkpoint_dir(exp)}") from None
+    if len(blob["optimizer"]["param_groups"]) != len(optimizer.param_groups):
+        raise AsrKdError(f"{exp.path}: its checkpoints come from a stacked run whose members shared one optimizer "
+                         f"group (before members had their own LR); use a new exp dir or delete "
+                         f"{checkpoint_dir(exp)}")
     optimizer.load_state_dict(blob["optimizer"])
-    schedule.state = dict(blob["schedule"])
+    schedule.state = blob["schedule"]
     for gen, gen_state in zip(epochs.gens, blob["generators"]):
         gen.set_state(gen_state)
     torch.set_rng_state(blob["torch_rng"])
@@ -538,6 +660,7 @@ def resume(exp: ExpDir, cfg: TrainConfig, learner: Learner, optimizer, schedule:
         torch.cuda.set_rng_state_all(blob["cuda_rng"])
     for key, value in blob["loop"].items():
         setattr(state, key, value)
+    state.members(learner.k)
     log.info("%s: resumed after epoch %d", exp.path, state.epoch)
 
 
@@ -550,10 +673,14 @@ def _truncate_metrics(path: Path, last_epoch: int) -> None:
 
 
 def best_member_states(result: TrainResult, learner: Learner) -> list[dict]:
-    """Each member's weights at the best (mean dev accuracy) epoch, read from its checkpoint."""
-    path = checkpoint_dir(ExpDir(result.exp_dir)) / f"epoch_{result.best_epoch}.pt"
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    return learner.member_states(blob["model"])
+    """Each member's weights at its own best dev epoch, read from that epoch's checkpoint."""
+    epochs = result.best_epochs or [result.best_epoch] * learner.k
+    states = {}
+    for e in sorted(set(epochs)):
+        blob = load_torch(checkpoint_dir(ExpDir(result.exp_dir)) / f"epoch_{e}.pt", "checkpoint",
+                          map_location="cpu", weights_only=False)
+        states[e] = learner.member_states(blob["model"])
+    return [states[e][m] for m, e in enumerate(epochs)]
 
 
 def read_metrics(exp_dir: str | Path) -> list[dict]:

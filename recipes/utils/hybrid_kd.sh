@@ -12,6 +12,7 @@
 # epoch checkpoint (bit-identical on CPU). Step logs: $exp/log/<step>.log.
 
 # ------------------------------------------------------------------ paths (before any stage)
+. "$(dirname "${BASH_SOURCE[0]}")/find_python.sh"  # $python: --python, else the repo's .venv, else python3
 sets="train dev test"
 declare -A set_dir=([train]=$train_dir [dev]=$dev_dir [test]=$test_dir)
 dnn_train=train                      # the set the DNNs train on (and their priors come from)
@@ -53,6 +54,7 @@ nnet_device=$device; [ "$device" = auto ] && nnet_device=$("$python" -c 'import 
 job_opts=(--nj "$nj"); [ -n "$dask_scheduler" ] && job_opts+=(--dask-scheduler "$dask_scheduler")
 decode_opts=(--acoustic-scales "$acoustic_scales" --word-penalties "$word_penalties" --beam "$beam" --max-active "$max_active"
              "${job_opts[@]}")
+[ -z "$score_map" ] || decode_opts+=(--score-map "$score_map")
 members=(); for ((i = 0; i < num_members; i++)); do members+=("$ensemble/member_$i"); done
 
 # ------------------------------------------------------------------ helpers
@@ -211,7 +213,7 @@ hybrid_kd_stages() {
 
   if in_stage 9; then
     echo "stage 9: report"
-    kd report "$exp" --out "$report"    # always regenerated: cheap, and reads whatever has finished
+    kd report "$exp" --out "$report" --corpus "$(basename "$PWD")"  # always regenerated: cheap; the recipe dir names the corpus
     echo "results: $report/RESULTS.md"
   fi
 }

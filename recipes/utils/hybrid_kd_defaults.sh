@@ -14,7 +14,7 @@ mfcc_conf=conf/mfcc.yaml        # GMM features (compute-features config)
 fbank_conf=conf/fbank.yaml      # DNN features (compute-features config)
 dnn_conf=conf/dnn.yaml          # baseline and ensemble members (TrainConfig)
 distill_conf=conf/distill.yaml  # students (DistillConfig); the size options below override both
-python=${PYTHON:-python} # a Python with asr_kd installed (the repo's .venv/bin/python)
+python=${PYTHON:-}        # a Python with asr_kd; empty: the repo's .venv/bin/python, else python3 if it imports asr_kd
 nj=2                     # parallel jobs (shards of utterances): features, GMM training and alignment, decoding
 dask_scheduler=          # tcp://HOST:PORT: run those jobs on a Dask cluster instead of local processes
 device=auto              # nnet training / inference device: auto | cpu | cuda | cuda:N
@@ -22,8 +22,9 @@ lm_order=2               # n-gram order of the LM trained on the training transc
 mono_num_utts=2000       # monophones on the N shortest train utterances (Kaldi's LibriSpeech: 2000); 0 = all
 tri_num_utts=5000        # tri1 on N train utterances spread over the set (Kaldi's train_5k); 0 = all.
                          # Every set is then aligned with tri1. AN4 (857 utterances) uses all of them.
-num_leaves=500           # tri1: tied HMM states (= DNN output classes)
-tot_gauss=4000           # tri1: total Gaussians
+num_leaves=auto          # tri1: tied HMM states (= DNN output classes); auto: from the hours of training
+                         # audio by Kaldi's recipes' sizes (RM 3.1 h: 1800, WSJ si84 15 h: 2500, LibriSpeech 100 h: 4200)
+tot_gauss=auto           # tri1: total Gaussians; auto: as num_leaves (RM 9000, WSJ 15000, LibriSpeech 40000)
 gmm_stage=tri1           # GMM whose alignments label the DNNs: tri1 | tri3 (also trains tri2 = LDA+MLLT and
                          # tri3 = SAT with fMLLR after tri1, decodes both: Kaldi's train_lda_mllt/train_sat.sh)
 dnn_input=fbank          # DNN input features: fbank | fmllr (tri3's spliced LDA+MLLT+fMLLR, 40 dims per
@@ -43,6 +44,7 @@ acoustic_scales=0.05,0.0667,0.0833,0.1  # scales tried on dev; the best (scale, 
 word_penalties=0,1       # word insertion penalties tried on dev (Kaldi's scoring tries 0 0.5 1)
 beam=11.0                # decoder beam (Kaldi's default 13 decodes AN4 dev to the same WER, 2x slower)
 max_active=7000          # decoder: most active states per frame
+score_map=               # token map applied to ref and hyp before scoring (TIMIT: 48 -> 39 phones); empty = none
 speed_perturb=""         # e.g. "0.9 1.0 1.1": DNNs train on train_sp (Kaldi's 3-way speed perturbation),
                          # aligned with tri1; empty = off (no gain shown on AN4: recipes/an4/README.md)
 keep_loglikes=false      # keep the per-system log-likelihood stores after decoding (large)

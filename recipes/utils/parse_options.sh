@@ -5,6 +5,13 @@
 #                    before sourcing this file, and those of any defaults file that added itself
 #                    to the array `option_files`).
 # Positional arguments are left in "$@".
+# A relative path given on the command line (--config and the options named like paths, see
+# path_option) is resolved against the CALLER's directory: recipes `cd` to their own dir first, so
+# the caller's is $OLDPWD then (or $caller_dir where a recipe sets it). Defaults stay recipe-relative.
+# After parsing, --stage/--stop-stage must be integers with stage <= stop-stage.
+caller_dir=${caller_dir:-${OLDPWD:-$PWD}}
+path_option() { case "$1" in data|exp|gmm_exp|corpus|downloads|lexicon|report|*_dir|*_conf) return 0 ;; esac; return 1; }
+from_caller() { case "$1" in /*|"") echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --help|-h)
@@ -20,8 +27,9 @@ while [ $# -gt 0 ]; do
       exit 0 ;;
     --config)
       [ $# -ge 2 ] || { echo "$0: --config needs a file" >&2; exit 1; }
-      [ -f "$2" ] || { echo "$0: config file $2 not found" >&2; exit 1; }
-      . "$2"; shift 2 ;;
+      config_file=$(from_caller "$2")
+      [ -f "$config_file" ] || { echo "$0: config file $2 not found (looked at $config_file)" >&2; exit 1; }
+      . "$config_file"; shift 2 ;;
     --*=*)
       echo "$0: write options as '--name value', not '$1'" >&2; exit 1 ;;
     --*)
@@ -30,7 +38,16 @@ while [ $# -gt 0 ]; do
         echo "$0: unknown option $1 (see --help)" >&2; exit 1
       fi
       [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 1; }
-      printf -v "$name" '%s' "$2"; shift 2 ;;
+      value=$2; path_option "$name" && value=$(from_caller "$value")
+      printf -v "$name" '%s' "$value"; shift 2 ;;
     *) break ;;
   esac
 done
+for name in stage stop_stage; do
+  if declare -p "$name" >/dev/null 2>&1 && ! [[ "${!name}" =~ ^[0-9]+$ ]]; then
+    echo "$0: --${name//_/-} must be a stage number (0, 1, ...), got '${!name}'" >&2; exit 1
+  fi
+done
+if declare -p stage >/dev/null 2>&1 && declare -p stop_stage >/dev/null 2>&1 && [ "$stage" -gt "$stop_stage" ]; then
+  echo "$0: --stage $stage is after --stop-stage $stop_stage: nothing to run" >&2; exit 1
+fi
