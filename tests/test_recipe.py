@@ -176,6 +176,28 @@ def test_speed_perturb_trains_the_dnn_on_train_sp(an4_run, tmp_path):
     assert f"{copy / 'data' / 'fbank' / 'train_sp'} {copy / 'exp' / 'tri1_ali_train_sp'} " in command
 
 
+@needs_corpus
+def test_gmm_stage_tri3_labels_and_feeds_the_dnn(an4_run, tmp_path):
+    """--gmm-stage tri3 --dnn-input fmllr: tri2 and tri3 are trained and decoded after tri1, every set
+    is aligned with tri3 on fMLLR-adapted features, and the baseline DNN trains on tri3's labels
+    and fMLLR features; tri1 and its alignments are not redone."""
+    _, snapshot, _ = an4_run
+    copy = tmp_path / "tri3"
+    shutil.copytree(snapshot, copy, symlinks=True)
+    out = recipe(copy, "--stage", "4", "--stop-stage", "5", "--gmm-stage", "tri3", "--dnn-input", "fmllr")
+    assert "[done] train_tri1" in out.stdout and "[run ] train_tri3" in out.stdout
+    exp = copy / "exp"
+    for decode in ("tri2/decode_test", "tri3/decode_si_test", "tri3/decode_test"):
+        assert json.loads((exp / decode / "wer.json").read_text())["words"] > 0, decode
+    assert (exp / "tri3" / "si" / "final.mdl").is_file()
+    keys = (exp / "tri3_ali_dev" / "keys.txt").read_text().split()
+    assert keys and set(keys) <= set((copy / "data" / "mfcc" / "dev" / "keys.txt").read_text().split())
+    fmllr = json.loads((exp / "tri3" / "fmllr_feats" / "train" / "meta.json").read_text())
+    assert fmllr["dim"] == 40 and fmllr["view"]["fmllr"]
+    command = (exp / "dnn" / "command.txt").read_text()
+    assert f"{exp / 'tri3' / 'fmllr_feats' / 'train'} {exp / 'tri3_ali'} " in command
+
+
 def test_unknown_option_is_an_error(tmp_path):
     out = subprocess.run(["bash", str(RUN_SH), "--no-such-option", "1"], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "unknown option --no-such-option" in out.stderr

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from asr_kd.align.graphs import load_lang, word_ids
+from asr_kd.data.feature_view import open_feats, transform_files
 from asr_kd.data.store import RaggedStore, expect_kind, load_array, write_store
 from asr_kd.config import require
 from asr_kd.errors import AsrKdError
@@ -109,7 +110,7 @@ def align_shard(items: list[UttText], paths: ModelPaths, cfg: AlignConfig) -> Sh
     """gmm-align-compiled over one shard, in a worker: model, tree and graphs come from `paths`."""
     tm, am = load_model(paths.model, paths.tree)
     graphs = shard_graphs(items, paths)
-    feats, out = RaggedStore(paths.feats), ShardAlignment()
+    feats, out = open_feats(paths.feats), ShardAlignment()
     for utt, _ in items:
         x = feats[utt]
         tids, like = _align(am, tm, graphs[utt], x, cfg, cfg.beam, cfg.retry_beam)
@@ -311,7 +312,7 @@ def align_data(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir:
     model and tree are copied into the store, so it is self-contained (as a Kaldi ali dir).
     """
     cfg = cfg or AlignConfig()
-    feats = feats if isinstance(feats, RaggedStore) else RaggedStore(feats)
+    feats = feats if not isinstance(feats, (str, Path)) else open_feats(feats)
     model_dir, lang = Path(model_dir), load_lang(lang_dir)
     tree = gmm.read_tree(model_dir / "tree")
     tm, am = gmm.read_model(model_dir / "final.mdl", tree)
@@ -327,4 +328,5 @@ def align_data(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir:
     return write_alignment_store(out_dir, labels, num_pdfs=am.num_pdfs, feats=feats,
                                  model_path=model_dir / "final.mdl", source="gmm", failed=failed,
                                  phone_names=lang.phone_names, silence_phones=lang.silence,
-                                 extra_files={"final.mdl": model_dir / "final.mdl", "tree": model_dir / "tree"})
+                                 extra_files={"final.mdl": model_dir / "final.mdl", "tree": model_dir / "tree",
+                                              **transform_files(model_dir)})

@@ -1,4 +1,4 @@
-"""CLI: train-mono, train-tri, align, import-kaldi-ali, ali-stats."""
+"""CLI: train-mono, train-tri, train-lda-mllt, train-sat, feature-view, adapt-feats, align, import-kaldi-ali, ali-stats."""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +31,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-utts", type=int,
                    help="train on N utterances spread over the set (default 5000, Kaldi's train_5k; 0 = all)")
     p.set_defaults(func=_train_tri)
+
+    for name, what in (("train-lda-mllt", "LDA+MLLT triphone GMM-HMM (tri2) from an alignment (Kaldi train_lda_mllt.sh)"),
+                       ("train-sat", "speaker-adaptive (fMLLR) triphone GMM-HMM (tri3) from an LDA+MLLT "
+                                     "alignment (Kaldi train_sat.sh)")):
+        p = sub.add_parser(name, help=what)
+        _common(p)
+        p.add_argument("ali_dir", help="alignment store of the previous model (with final.mdl and tree)")
+        p.add_argument("out_dir")
+        p.add_argument("--num-leaves", type=int_or_auto, help="number of tied states (tree leaves); auto: as train-tri")
+        p.add_argument("--tot-gauss", type=int_or_auto, help="total number of Gaussians; auto: as train-tri")
+        p.add_argument("--num-utts", type=int, help="train on N utterances spread over the set (0 = all)")
+        p.set_defaults(func=_train_lda_mllt if name == "train-lda-mllt" else _train_sat)
+
+    p = sub.add_parser("feature-view", help="a feature store seen through an LDA+MLLT/SAT model's splicing and "
+                                            "transform (speaker-independent), for align/decode --feats")
+    p.add_argument("model_dir", help="train-lda-mllt / train-sat output (or its alignment store)")
+    p.add_argument("store")
+    p.add_argument("out_dir")
+    p.set_defaults(func=_feature_view)
+
+    p = sub.add_parser("adapt-feats", help="per-speaker fMLLR of a set from its text with a SAT model -> "
+                                           "adapted feature view (Kaldi align_fmllr.sh's adaptation)")
+    p.add_argument("sat_dir")
+    p.add_argument("store")
+    p.add_argument("data_dir", help="data dir with utt2spk (and `text`, unless --text)")
+    p.add_argument("lang_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--text", help="transcripts to align (default DATA_DIR/text)")
+    p.add_argument("--silence-weight", type=float, default=0.0, help="weight of silence frames in the fMLLR stats")
+    add_job_args(p)
+    p.set_defaults(func=_adapt_feats)
 
     p = sub.add_parser("align", help="forced-align a set with a GMM dir (final.mdl + tree) into an alignment store")
     _common(p)
@@ -74,8 +105,13 @@ def _texts(data_dir: str) -> dict[str, str]:
 
 def _feats(path: str):
     """The feature store at `path`, refused (naming it) if it is another kind of store or holds NaN/inf."""
+    from asr_kd.data.feature_view import VIEW_FILE, open_feats
     from asr_kd.data.store import RaggedStore, check_finite, expect_kind
 
+    if (Path(path) / VIEW_FILE).is_file():   # a view (feature-view, adapt-feats): checked through its source
+        view = open_feats(path)
+        check_finite(expect_kind(view.source, "features", "features"))
+        return view
     store = expect_kind(RaggedStore(path), "features", "features")
     check_finite(store)
     return store
@@ -111,19 +147,62 @@ def _auto_sizes(args, feats) -> None:
           f"(Kaldi's recipe sizes per hours of data)")
 
 
-def _train_tri(args) -> None:
-    from asr_kd.align.tri import TriConfig, train_tri
+def _tri_config(args, config_class, feats):
+    """The config of train-tri / train-lda-mllt / train-sat: --config, --set, the size options ('auto' resolved on `feats`)."""
     from asr_kd.config import load_config
 
-    feats = _feats(args.feats)
     _auto_sizes(args, feats)
     overrides = _overrides(args, num_leaves=args.num_leaves, tot_gauss=args.tot_gauss, num_utts=args.num_utts)
-    cfg = load_config(TriConfig, args.config, overrides)
+    return load_config(config_class, args.config, overrides)
+
+
+def _train_tri(args) -> None:
+    from asr_kd.align.tri import TriConfig, train_tri
+
+    feats = _feats(args.feats)
+    cfg = _tri_config(args, TriConfig, feats)
     start = time.time()
     out = train_tri(feats, _texts(args.data_dir), args.lang_dir, args.ali_dir, args.out_dir, cfg,
                     jobs_from_args(args))
     write_system(out, "gmm", stage="tri", config=to_dict(cfg))
     print(f"train-tri: {out}/final.mdl in {time.time() - start:.1f} s")
+
+
+def _train_lda_mllt(args) -> None:
+    from asr_kd.align.lda_mllt import LdaMlltConfig, train_lda_mllt
+
+    start = time.time()
+    out = train_lda_mllt(args.feats, _texts(args.data_dir), args.lang_dir, args.ali_dir, args.out_dir,
+                         _tri_config(args, LdaMlltConfig, _feats(args.feats)), jobs_from_args(args))
+    print(f"train-lda-mllt: {out}/final.mdl in {time.time() - start:.1f} s")
+
+
+def _train_sat(args) -> None:
+    from asr_kd.align.sat import SatConfig, train_sat
+
+    start = time.time()
+    out = train_sat(args.feats, args.data_dir, args.lang_dir, args.ali_dir, args.out_dir,
+                    _tri_config(args, SatConfig, _feats(args.feats)), jobs_from_args(args))
+    print(f"train-sat: {out}/final.mdl in {time.time() - start:.1f} s")
+
+
+def _feature_view(args) -> None:
+    from asr_kd.data.feature_view import model_view
+
+    view = model_view(args.model_dir, args.store, args.out_dir)
+    print(f"{view.path}: view of {args.store}, dim {view.meta['dim']}")
+
+
+def _adapt_feats(args) -> None:
+    from asr_kd.align.sat import adapt_set
+    from asr_kd.data.datadir import read_table
+
+    texts = read_table(args.text) if args.text else _texts(args.data_dir)
+    start = time.time()
+    summary = adapt_set(args.sat_dir, args.store, texts, read_table(Path(args.data_dir) / "utt2spk"), args.lang_dir,
+                        args.out_dir, silence_weight=args.silence_weight, jobs=jobs_from_args(args))
+    print(f"adapt-feats: {args.out_dir}: fMLLR for {summary['speakers']} speakers, auxf improvement "
+          f"{summary['impr_per_frame']:.4f} per frame, {len(summary['unadapted'])} unadapted, in {time.time() - start:.1f} s")
 
 
 def _align(args) -> None:

@@ -25,6 +25,7 @@ from asr_kd.align.alignment import AlignConfig, ModelPaths, UttText, align_set, 
 from asr_kd.align.gmm_stats import GmmStats, accumulate, sum_stats
 from asr_kd.align.gmm_update import UpdateOptions, estimate
 from asr_kd.config import load_config
+from asr_kd.data.feature_view import open_feats
 from asr_kd.data.store import RaggedStore
 from asr_kd.errors import AsrKdError
 from asr_kd.expdir import ExpDir
@@ -114,7 +115,7 @@ def accumulate_shard(items: list[UttText], feats_path: str, ali_path: str, gmms:
     The shard's frames are accumulated together (one matrix product per pdf for the whole shard);
     memory holds one shard's features.
     """
-    feats = RaggedStore(feats_path)
+    feats = open_feats(feats_path)
     stats = GmmStats.zeros(len(gmms.weights), gmms.dim, len(tid_to_pdf) - 1)
     ali = load_alignment(ali_path, [utt for utt, _ in items])   # utterances that failed to align are absent
     if ali:
@@ -194,14 +195,19 @@ def realign(x: int, run: Run, cfg: AlignConfig) -> None:
 
 
 def run_passes(run: Run, am, tm, *, start: int, num_iters: int, realign_iters: list[int], align: AlignConfig,
-               num_gauss: int, inc_gauss: int, max_iter_inc: int, opts: UpdateOptions, desc: str):
+               num_gauss: int, inc_gauss: int, max_iter_inc: int, opts: UpdateOptions, desc: str,
+               before_pass=None):
     """Passes start .. num_iters-1 (realign, accumulate, re-estimate, mix up), then `final.mdl`.
 
     `num_gauss` is the Gaussian target of pass `start`; it grows by `inc_gauss` up to pass `max_iter_inc`.
+    `before_pass(x, run, tm, am) -> am`, if given, runs after the realignment of pass x (the
+    feature-transform updates of MLLT and SAT training, which may change the model's means).
     """
     for x in tqdm(range(start, num_iters), desc=desc, unit="pass", initial=start, total=num_iters):
         if x in realign_iters:
             realign(x, run, align)
+        if before_pass is not None:
+            am = before_pass(x, run, tm, am)
         tm, am = em_pass(x, am, tm, run, mixup=num_gauss, opts=opts)
         if x <= max_iter_inc:
             num_gauss += inc_gauss

@@ -123,3 +123,27 @@ def moments(chunks) -> Moments:
         part = Moments(float(len(x)), x.sum(0), (x * x).sum(0))
         out = part if out is None else out.add(part)
     return out
+
+
+def pdf_posteriors(gmms: DiagGmms, feats: np.ndarray, pdfs: np.ndarray, frame_weights: np.ndarray | None = None):
+    """Yield (Gaussian rows, frame indices, weighted posteriors (frames, Gaussians)) per aligned pdf.
+
+    The Gaussian-level posteriors that gmm-acc-mllt and gmm-est-fmllr compute frame by frame
+    (each frame's pdf from the alignment, times its weight: 0 for silence in Kaldi's SAT
+    recipes), one (frames x Gaussians) matrix per pdf. Frames of weight 0 are skipped.
+    """
+    pdfs = np.asarray(pdfs, np.int64)
+    keep = np.ones(len(pdfs), bool) if frame_weights is None else np.asarray(frame_weights) > 0
+    index = np.flatnonzero(keep)
+    index = index[np.argsort(pdfs[index], kind="stable")]
+    bounds = np.searchsorted(pdfs[index], np.arange(gmms.num_pdfs + 1))
+    x = np.asarray(feats, np.float64)
+    for pdf in np.flatnonzero(np.diff(bounds)):
+        frames = index[bounds[pdf]:bounds[pdf + 1]]
+        rows = slice(gmms.offsets[pdf], gmms.offsets[pdf + 1])
+        ll = component_loglikes(x[frames], gmms.gconsts[rows], gmms.means_invvars[rows], gmms.inv_vars[rows])
+        post = np.exp(ll - ll.max(1, keepdims=True))
+        post /= post.sum(1, keepdims=True)
+        if frame_weights is not None:
+            post *= np.asarray(frame_weights, np.float64)[frames, None]
+        yield rows, frames, post

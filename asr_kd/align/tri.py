@@ -20,6 +20,7 @@ from asr_kd.align.alignment import AlignConfig, UttText, phone_starts
 from asr_kd.align.em import Run, already_trained, resume, run_passes, save_alignment, subset, usable_texts
 from asr_kd.align.gmm_update import UpdateOptions
 from asr_kd.align.graphs import Lang, load_lang, read_int_sets
+from asr_kd.data.feature_view import open_feats
 from asr_kd.data.store import RaggedStore
 from asr_kd.config import require
 from asr_kd.errors import AsrKdError
@@ -53,20 +54,25 @@ class TriConfig:
 
 
 def train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: str | Path, ali_dir: str | Path,
-              out_dir: str | Path, cfg: TriConfig | None = None, jobs: Jobs = Jobs()) -> Path:
-    """Train a triphone system into `out_dir` (final.mdl, tree, N.mdl, log/) from `ali_dir`. Returns out_dir."""
+              out_dir: str | Path, cfg: TriConfig | None = None, jobs: Jobs = Jobs(), adapt=None) -> Path:
+    """Train a triphone system into `out_dir` (final.mdl, tree, N.mdl, log/) from `ali_dir`. Returns out_dir.
+
+    `adapt` (LDA+MLLT or SAT training, see lda_mllt.py / sat.py) gives the features their
+    transform: `adapt.prepare(run)` before the tree is built, `adapt.resume(run, start)` once the
+    first pass is known, and `adapt(x, run, tm, am) -> am` before each pass.
+    """
     with held_pool(jobs):  # one process pool for all ~40 passes
-        return _train_tri(feats, texts, lang_dir, ali_dir, out_dir, cfg, jobs)
+        return _train_tri(feats, texts, lang_dir, ali_dir, out_dir, cfg, jobs, adapt)
 
 
 def _train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir: str | Path, ali_dir: str | Path,
-               out_dir: str | Path, cfg: TriConfig | None, jobs: Jobs) -> Path:
+               out_dir: str | Path, cfg: TriConfig | None, jobs: Jobs, adapt) -> Path:
     cfg = cfg or TriConfig()
-    feats = feats if isinstance(feats, RaggedStore) else RaggedStore(feats)
+    feats = feats if not isinstance(feats, (str, Path)) else open_feats(feats)
     lang, ali_dir = load_lang(lang_dir), Path(ali_dir)
     if already_trained(out_dir, cfg):
         return Path(out_dir)
-    exp = ExpDir.create(out_dir, cfg, log_name="train_tri")
+    exp = ExpDir.create(out_dir, cfg, log_name=getattr(adapt, "log_name", "train_tri"))
     out = exp.path
     old_tree = gmm.read_tree(ali_dir / "tree")
     old_tm, _ = gmm.read_model(ali_dir / "final.mdl", old_tree)
@@ -74,6 +80,8 @@ def _train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir:
     texts = subset({u: t for u, t in usable_texts(texts, feats).items() if u in old_ali}, feats, cfg.num_utts, "spread")
     started = time.time()
     run = Run.create(exp, None, lang.path, feats, texts, cfg.align, jobs, cfg.seed, "1.mdl")
+    if adapt is not None:
+        adapt.prepare(run)
     tree, tm, am = build_initial_model(lang, run, old_ali.path, old_tm, old_tree, cfg)
     gmm.write_tree(out / "tree", tree)
     run.tree = tree
@@ -86,11 +94,13 @@ def _train_tri(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir:
         ali = convert_alignment({u: np.asarray(old_ali[u]) for u in texts}, old_tm, old_tree, tm, tree)
         save_alignment(out / "ali", ali, 0)
         gmm.write_model(out / "1.mdl", tm, am, tree)
+    if adapt is not None:
+        adapt.resume(run, start)
     inc = max((cfg.tot_gauss - cfg.num_leaves) // cfg.max_iter_inc, 0)
     num_gauss = cfg.num_leaves + inc * min(start - 1, cfg.max_iter_inc)
     tm, am = run_passes(run, am, tm, start=start, num_iters=cfg.num_iters, realign_iters=cfg.realign_iters,
                         align=cfg.align, num_gauss=num_gauss, inc_gauss=inc, max_iter_inc=cfg.max_iter_inc,
-                        opts=UpdateOptions(power=cfg.power), desc="train_tri")
+                        opts=UpdateOptions(power=cfg.power), desc="train_tri", before_pass=adapt)
     log.info("train_tri: done in %.1f s: %d pdfs, %d Gaussians -> %s/final.mdl",
              time.time() - started, am.num_pdfs, am.num_gauss, out)
     return out
@@ -147,7 +157,7 @@ def pdf_class_of_tids(table: gmm.TransitionTable, topo) -> np.ndarray:
 def tree_stats_shard(items: list[UttText], feats_path: str, ali_path: str, phone_of: np.ndarray,
                      class_of: np.ndarray, state_of: np.ndarray, ci_phones: list[int]) -> treelib.TreeStats:
     """acc-tree-stats over one shard, in a worker (per-transition-id lookup arrays from the old model)."""
-    feats, ali = RaggedStore(feats_path), RaggedStore(ali_path)
+    feats, ali = open_feats(feats_path), RaggedStore(ali_path)
     rows = ((feats[u], phone_of[t], class_of[t], phone_starts(state_of[t]))
             for u, t in ((u, np.asarray(ali[u])) for u, _ in items))
     return treelib.accumulate_tree_stats(rows, ci_phones=ci_phones)

@@ -1,4 +1,4 @@
-"""CLI for features: compute-features, export-kaldi-feats, import-kaldi-feats (thin wrappers)."""
+"""CLI for features: compute-features, export-kaldi-feats, import-kaldi-feats, write-feats (thin wrappers)."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="whether the Kaldi features already have CMVN applied")
     p.set_defaults(func=run_import)
 
+    p = sub.add_parser("write-feats", help="a feature view (e.g. fMLLR-adapted, from adapt-feats) -> feature store")
+    p.add_argument("view")
+    p.add_argument("out_dir")
+    p.set_defaults(func=run_write_feats)
+
 
 def run_compute(args) -> None:
     feat_cfg, cmvn_cfg = load_config(FeatureJobConfig, args.config, args.set).split()
@@ -67,4 +72,11 @@ def run_import(args) -> None:
     applied = {"yes": True, "no": False, "unknown": None}[args.cmvn_applied]
     store = import_kaldi(args.table, args.out_dir, {"frame_shift_ms": args.frame_shift_ms,
                                                    "sample_rate": args.sample_rate, "cmvn": {"applied": applied}})
+    print(f"{store.path}: {len(store)} utterances, {store.meta['num_frames']} frames, dim {store.meta['dim']}")
+
+
+def run_write_feats(args) -> None:
+    from asr_kd.data.feature_view import materialize
+
+    store = materialize(args.view, args.out_dir)
     print(f"{store.path}: {len(store)} utterances, {store.meta['num_frames']} frames, dim {store.meta['dim']}")

@@ -46,6 +46,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-jobs", dest="nj", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old --nj
     p.set_defaults(func=_decode)
 
+    p = sub.add_parser("fmllr-first-pass", help="speaker-independent decode with a SAT model's si/final.mdl, then "
+                                                "per-speaker fMLLR from its best paths -> adapted feature view "
+                                                "(Kaldi decode_fmllr.sh's first pass; decode the view to finish)")
+    p.add_argument("graph_dir")
+    p.add_argument("sat_dir")
+    p.add_argument("store", help="the set's feature store (the SAT model's source features, e.g. MFCC)")
+    p.add_argument("data_dir", help="data dir with utt2spk")
+    p.add_argument("lang_dir")
+    p.add_argument("out_dir", help="the adapted view")
+    p.add_argument("--acoustic-scale", type=float, default=1 / 12, help="first-pass acoustic scale (Kaldi: 1/12)")
+    p.add_argument("--silence-weight", type=float, default=0.01, help="weight of silence frames in the fMLLR stats")
+    p.add_argument("--beam", type=float, default=13.0)
+    add_job_args(p)
+    p.set_defaults(func=_fmllr_first_pass)
+
     p = sub.add_parser("score", help="WER of a hypothesis text against a reference text")
     p.add_argument("ref_text")
     p.add_argument("hyp_text")
@@ -144,6 +159,17 @@ def _lm_weights(args) -> list[float]:
             raise AsrKdError(f"--lm-weights FIRST:LAST needs 0 < FIRST <= LAST (got {args.lm_weights!r})")
         return [first + i for i in range(int(last - first) + 1)]
     return _floats(args.lm_weights) or list(DEFAULT_LM_WEIGHTS)
+
+
+def _fmllr_first_pass(args) -> None:
+    from asr_kd.decode.fmllr import first_pass_adapt
+    from asr_kd.parallel import jobs_from_args
+
+    summary = first_pass_adapt(args.graph_dir, args.sat_dir, args.store, args.data_dir, args.lang_dir, args.out_dir,
+                               acoustic_scale=args.acoustic_scale, silence_weight=args.silence_weight, beam=args.beam,
+                               jobs=jobs_from_args(args))
+    print(f"fmllr-first-pass: {args.out_dir}: fMLLR for {summary['speakers']} speakers, auxf improvement "
+          f"{summary['impr_per_frame']:.4f} per frame")
 
 
 def _floats(text: str | None) -> list[float]:

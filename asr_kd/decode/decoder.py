@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from asr_kd.align.gmm_stats import component_loglikes
-from asr_kd.data.store import RaggedStore
+from asr_kd.data.feature_view import open_feats
 from asr_kd.decode.lattice import WordLattice, from_kaldi
 from asr_kd.errors import AsrKdError
 from asr_kd.io import read_json, sha256_file
@@ -151,7 +152,7 @@ def decode_store(job: DecodeJob, settings: Sequence[Setting],
     and penalty, not per setting. Hypotheses do not depend on nj (each utterance is decoded alone);
     RTF counts decoder seconds summed over workers.
     """
-    utts = sorted(RaggedStore(job.source).keys)
+    utts = sorted(open_feats(job.source).keys)
     if not utts:
         raise AsrKdError(f"{job.source}: no utterances to decode")
     settings = list(dict.fromkeys(settings))
@@ -164,12 +165,20 @@ def decode_shard(utts: list[str], job: DecodeJob, settings: list[Setting]) -> di
     options = {"beam": job.beam, "lattice_beam": job.lattice_beam, "max_active": job.max_active}
     decoders = {p: Decoder(job.graph_dir, job.model_path, word_penalty=p, **options)
                 for p in dict.fromkeys(p for _, p in settings)}
-    store = RaggedStore(job.source)
-    matrices = {u: np.asarray(store[u]) for u in utts}
-    if job.gmm:
-        matrices = gmm_loglikes(next(iter(decoders.values())).am, matrices)
+    matrices = load_scores(job, utts, next(iter(decoders.values())).am)
     return {(scale, penalty): [_decode_timed(decoders[penalty], u, matrices[u], scale) for u in utts]
             for scale, penalty in settings}
+
+
+def load_scores(job: DecodeJob, utts: list[str], am) -> dict[str, np.ndarray]:
+    """The (frames, pdfs) matrices a shard decodes: the store's log-likelihoods, or the GMM's on its
+    features (a store or a feature view)."""
+    store = open_feats(job.source)
+    matrices = {u: np.asarray(store[u]) for u in utts}
+    if job.gmm:  # one BLAS thread: spinning BLAS threads stalled a tri1 dev decode for 17+ min on the shared machine
+        with threadpool_limits(limits=1, user_api="blas"):
+            matrices = gmm_loglikes(am, matrices)
+    return matrices
 
 
 def collect(results: list[tuple], acoustic_scale: float) -> tuple[dict[str, list[str]], DecodeStats]:

@@ -27,10 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-import numpy as np
-
-from asr_kd.data.store import RaggedStore
-from asr_kd.decode.decoder import Decoder, DecodeJob, DecodeStats, collect, gmm_loglikes
+from asr_kd.data.feature_view import open_feats
+from asr_kd.decode.decoder import Decoder, DecodeJob, DecodeStats, collect, load_scores
 from asr_kd.decode.lattice import best_paths
 from asr_kd.decode.scoring import WerResult, wer
 from asr_kd.errors import AsrKdError
@@ -129,7 +127,7 @@ def lattice_grid_store(job: DecodeJob, grid: Sequence[Point], jobs: Jobs = Jobs(
     the grid's middle_scale) and read its best path at every grid point; sharded over `jobs` (results
     do not depend on nj: each utterance is decoded alone)."""
     lattice_acoustic_scale = lattice_acoustic_scale or middle_scale([w for w, _ in grid])
-    utts = sorted(RaggedStore(job.source).keys)
+    utts = sorted(open_feats(job.source).keys)
     if not utts:
         raise AsrKdError(f"{job.source}: no utterances to decode")
     grid = list(grid)
@@ -146,10 +144,7 @@ def lattice_grid_shard(utts: list[str], job: DecodeJob, grid: list[Point], latti
     """One job's share: [(utt, [words at each grid point], reached final, frames, seconds)] in `utts` order."""
     decoder = Decoder(job.graph_dir, job.model_path, beam=job.beam, lattice_beam=job.lattice_beam,
                       max_active=job.max_active)
-    store = RaggedStore(job.source)
-    matrices = {u: np.asarray(store[u]) for u in utts}
-    if job.gmm:
-        matrices = gmm_loglikes(decoder.am, matrices)
+    matrices = load_scores(job, utts, decoder.am)
     scales, penalties = [1.0 / w for w, _ in grid], [p for _, p in grid]
     out = []
     for utt in utts:

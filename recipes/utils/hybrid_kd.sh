@@ -32,6 +32,10 @@ mono=$gmm_exp/mono
 tri1=$gmm_exp/tri1
 ali=$gmm_exp/tri1_ali                # ${ali}, ${ali}_dev, ${ali}_test: pdf alignments = DNN labels
 graph=$tri1/graph_bg
+tri1_ali=$ali                        # tri1's alignments (tri2 trains on them)
+label_gmm=$tri1                      # the GMM whose tree the DNN outputs follow (its final.mdl and
+label_graph=$graph                   # graph decode them)
+. "$(dirname "${BASH_SOURCE[0]}")/gmm_sat.sh"   # --gmm-stage tri3 / --dnn-input fmllr: tri2, tri3 paths and steps
 dnn=$exp/dnn                         # baseline: one model of the students' architecture
 ensemble=$exp/dnn_ensemble           # member_<i>/ + ensemble.json; combine_{arith,geo}/ for its scores
 teacher_cache_dir=$ensemble/cache_$combination  # teacher_cache=true: geo once; arith ${..}_T<T> per T
@@ -40,7 +44,7 @@ report=$exp/report
 log_dir=$exp/log
 done_dir=$exp/.done
 
-ali_of() { if [ "$1" = train ]; then echo "$ali"; else echo "${ali}_$1"; fi; }
+ali_of() { local base=${2:-$ali}; if [ "$1" = train ]; then echo "$base"; else echo "${base}_$1"; fi; }
 dnn_feats=$fbank/$dnn_train
 dnn_ali=$(ali_of $dnn_train)
 model_size=(--set model.hidden_layers=$hidden_layers --set model.hidden_dim=$hidden_dim
@@ -113,7 +117,7 @@ decode_dnn() {
         --device "$nnet_device" --dtype float16
   done
   fresh_step "decode_${name}_test" "$dir/decode_test" \
-    kd decode "$graph" "$tri1" "$dir/decode_test" --loglikes "$dir/loglikes_test" --text "$test_dir/text" \
+    kd decode "$label_graph" "$label_gmm" "$dir/decode_test" --loglikes "$dir/loglikes_test" --text "$test_dir/text" \
       --dev-loglikes "$dir/loglikes_dev" --dev-text "$dev_dir/text" "${decode_opts[@]}"
   if [ "$keep_loglikes" != true ]; then
     rm -rf "$dir/loglikes_dev" "$dir/loglikes_test"
@@ -138,8 +142,8 @@ hybrid_kd_stages() {
     fi
     for set in $sets; do
       step mfcc_$set kd compute-features --config "$mfcc_conf" "${job_opts[@]}" "${set_dir[$set]}" "$mfcc/$set"
-      step ${fbank_step}_$set kd compute-features --config "$fbank_conf" --set cmvn.per=$dnn_cmvn "${job_opts[@]}" \
-        "${set_dir[$set]}" "$fbank/$set"
+      [ "$dnn_input" = fmllr ] || step ${fbank_step}_$set kd compute-features --config "$fbank_conf" \
+        --set cmvn.per=$dnn_cmvn "${job_opts[@]}" "${set_dir[$set]}" "$fbank/$set"
     done
   fi
 
@@ -158,12 +162,13 @@ hybrid_kd_stages() {
     fresh_step train_tri1 "$tri1" kd train-tri "${job_opts[@]}" --num-leaves "$num_leaves" --tot-gauss "$tot_gauss" --num-utts "$tri_num_utts" \
       "$mfcc/train" "$train_dir" "$lang" "${mono}_ali" "$tri1"
     for set in $sets; do
-      fresh_step align_tri1_$set "$(ali_of $set)" kd align "${job_opts[@]}" "$mfcc/$set" "${set_dir[$set]}" "$lang" "$tri1" "$(ali_of $set)"
+      fresh_step align_tri1_$set "$(ali_of $set "$tri1_ali")" kd align "${job_opts[@]}" "$mfcc/$set" "${set_dir[$set]}" "$lang" "$tri1" "$(ali_of $set "$tri1_ali")"
     done
     fresh_step make_graph "$graph" kd make-graph "$lang_test" "$tri1" "$graph"
     fresh_step decode_tri1_test "$tri1/decode_test" kd decode "$graph" "$tri1" "$tri1/decode_test" \
       --feats "$mfcc/test" --text "$test_dir/text" --dev-feats "$mfcc/dev" --dev-text "$dev_dir/text" \
       "${decode_opts[@]}"
+    [ "$gmm_stage" = tri1 ] || sat_steps
   fi
 
   if in_stage 5; then

@@ -26,6 +26,10 @@ tri_num_utts=5000        # tri1 on N train utterances spread over the set (Kaldi
 num_leaves=auto          # tri1: tied HMM states (= DNN output classes); auto: from the hours of training
                          # audio by Kaldi's recipes' sizes (RM 3.1 h: 1800, WSJ si84 15 h: 2500, LibriSpeech 100 h: 4200)
 tot_gauss=auto           # tri1: total Gaussians; auto: as num_leaves (RM 9000, WSJ 15000, LibriSpeech 40000)
+gmm_stage=tri1           # GMM whose alignments label the DNNs: tri1 | tri3 (also trains tri2 = LDA+MLLT and
+                         # tri3 = SAT with fMLLR after tri1, decodes both: Kaldi's train_lda_mllt/train_sat.sh)
+dnn_input=fbank          # DNN input features: fbank | fmllr (tri3's spliced LDA+MLLT+fMLLR, 40 dims per
+                         # speaker; needs --gmm-stage tri3; dev/test adapted from first-pass hypotheses)
 hidden_layers=2          # DNN depth: baseline, every ensemble member and every student (paper: 8)
 hidden_dim=256           # DNN width (paper: 2560)
 student_layers=          # student depth; empty = --hidden-layers. A smaller student than the members gets
