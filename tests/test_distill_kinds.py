@@ -129,13 +129,15 @@ def test_teacher_initialised_student_equals_teacher_layers_at_step_0(setup):
     root, dirs, train, dev = setup
     hidden = HiddenConfig(teacher=str(root / "deep"), init_layers=[0, 2])
     loss = LossConfig(terms={"soft_ce": 1.0, "hidden_cos": 1.0}, temperature=2.0)
-    # lr 0: the weights stay where initialisation put them (the loss still runs end to end)
-    result = distill(cfg(optimizer="sgd", lr=0.0, max_epochs=1), OnlineTeacher.load(dirs), train, loss, dev=dev,
+    # lr 1e-30 (lr must be > 0): the weights stay where initialisation put them, to far below float32
+    # resolution (the loss still runs end to end)
+    result = distill(cfg(optimizer="sgd", lr=1e-30, max_epochs=1), OnlineTeacher.load(dirs), train, loss, dev=dev,
                      exp_dir=root / "distilbert", hidden=hidden)
     teacher, _ = load_model(root / "deep")
     s, t = linear_layers(result.model), linear_layers(teacher)
     for a, b in ((s[0], t[0]), (s[1], t[2]), (s[2], t[3])):
-        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+        assert torch.allclose(a.weight, b.weight, rtol=0, atol=1e-20)
+        assert torch.allclose(a.bias, b.bias, rtol=0, atol=1e-20)
     metrics = json.loads((root / "distilbert" / "metrics.jsonl").read_text().splitlines()[0])
     assert 0 < metrics["train_loss_hidden_cos"] < 2
     assert json.loads((root / "distilbert" / "distill.json").read_text())["hidden"]["init_layers"] == [0, 2]
