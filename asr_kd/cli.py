@@ -16,6 +16,7 @@ import logging
 import sys
 
 from asr_kd.errors import AsrKdError
+from asr_kd.steps.lock import die_with_parent, exit_on_sigterm
 
 COMMAND_MODULES = [
     "asr_kd.data.commands",
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         print(unavailable, file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    die_with_parent()  # a recipe's child: end with run.sh, even when it is killed with -9
+    exit_on_sigterm()  # so locks are released and temp dirs removed
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -6,7 +6,11 @@ import logging
 import time
 from pathlib import Path
 
+from asr_kd.config import to_dict
 from asr_kd.parallel import add_job_args, jobs_from_args
+from asr_kd.steps.outputs import add_step_args, step_output
+
+GMM_INPUTS = ("feats", "data_dir", "lang_dir")
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     add_job_args(p)
+    add_step_args(p)
 
 
 def _overrides(args, **options) -> list[str]:
@@ -75,7 +80,10 @@ def _train_mono(args) -> None:
 
     cfg = load_config(MonoConfig, args.config, _overrides(args, num_utts=args.num_utts))
     start = time.time()
-    out = train_mono(args.feats, _texts(args.data_dir), args.lang_dir, args.out_dir, cfg, jobs_from_args(args))
+    with step_output(args, "out_dir", GMM_INPUTS, to_dict(cfg)) as claim:
+        if claim.done:
+            return
+        out = train_mono(args.feats, _texts(args.data_dir), args.lang_dir, args.out_dir, cfg, jobs_from_args(args))
     print(f"train-mono: {out}/final.mdl in {time.time() - start:.1f} s")
 
 
@@ -86,8 +94,11 @@ def _train_tri(args) -> None:
     overrides = _overrides(args, num_leaves=args.num_leaves, tot_gauss=args.tot_gauss, num_utts=args.num_utts)
     cfg = load_config(TriConfig, args.config, overrides)
     start = time.time()
-    out = train_tri(args.feats, _texts(args.data_dir), args.lang_dir, args.ali_dir, args.out_dir, cfg,
-                    jobs_from_args(args))
+    with step_output(args, "out_dir", (*GMM_INPUTS, "ali_dir"), to_dict(cfg)) as claim:
+        if claim.done:
+            return
+        out = train_tri(args.feats, _texts(args.data_dir), args.lang_dir, args.ali_dir, args.out_dir, cfg,
+                        jobs_from_args(args))
     print(f"train-tri: {out}/final.mdl in {time.time() - start:.1f} s")
 
 
@@ -97,7 +108,11 @@ def _align(args) -> None:
 
     cfg = load_config(AlignConfig, args.config, args.set)
     start = time.time()
-    align_data(args.feats, _texts(args.data_dir), args.lang_dir, args.model_dir, args.out_dir, cfg, jobs_from_args(args))
+    with step_output(args, "out_dir", (*GMM_INPUTS, "model_dir"), to_dict(cfg)) as claim:
+        if claim.done:
+            return
+        align_data(args.feats, _texts(args.data_dir), args.lang_dir, args.model_dir, args.out_dir, cfg,
+                   jobs_from_args(args))
     print(f"align: {time.time() - start:.1f} s")
     print(format_stats(args.out_dir), end="")
 

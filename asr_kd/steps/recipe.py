@@ -1,0 +1,148 @@
+"""Recipe markers and the exp-dir lock, for recipes/utils/hybrid_kd.sh (`python -m asr_kd.steps ...`).
+
+A marker `exp/.done/<step>` is JSON: {"fingerprint", "finished", "seconds"}. The fingerprint of a
+recipe step is its command line plus the identity (`identity.path_identity`) of every argument that
+is an existing path, except the step's outputs: OUT of `fresh_step`, the command's last argument
+and the value of `--out` (every asr-kd command names its output so), and paths given as
+`--derived` (made inside the same group of steps, covered by the `--extra` inputs instead).
+
+    check MARKER [--out P] [--derived P] [--extra P] -- CMD...   prints done | run | redo: <what changed>
+    begin ... (same)                                              check, then record the fingerprint (running)
+    finish MARKER SECONDS                                         mark it finished
+    lock FILE --pid PID [--what TEXT]                             take the exp dir's lock for PID (run.sh)
+    unlock FILE --pid PID
+
+A marker left by an older recipe (a bare duration) has no fingerprint: the step is redone.
+Errors print one line and exit 1.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from pathlib import Path
+
+from asr_kd.errors import AsrKdError
+from asr_kd.io import write_json
+from asr_kd.steps.identity import changes, fingerprint
+from asr_kd.steps.lock import OutputLock
+
+
+def step_fingerprint(cmd: list[str], outputs: list[str], derived: list[str], extra: list[str]) -> dict:
+    skip = {str(Path(p).resolve()) for p in [*outputs, *derived, cmd[-1]] if p}
+    for i, arg in enumerate(cmd[:-1]):
+        if arg == "--out":
+            skip.add(str(Path(cmd[i + 1]).resolve()))
+    paths = [a for a in [*cmd, *extra] if a and not a.startswith("-") and Path(a).exists()
+             and str(Path(a).resolve()) not in skip]
+    return fingerprint("recipe step", options={"argv": cmd}, inputs={p: p for p in dict.fromkeys(paths)})
+
+
+def read_marker(marker: Path) -> dict | None:
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None  # an old marker holds a bare number
+
+
+def state_of(marker: Path, fp: dict) -> str:
+    if not marker.exists():
+        return "run"
+    record = read_marker(marker)
+    if record is None:
+        return "redo: its marker predates step fingerprints"
+    old = record.get("fingerprint", {})
+    diff = _argv_diff(old.get("options", {}).get("argv", []), fp["options"]["argv"])
+    diff += [c for c in changes(old, fp) if not c.startswith("options argv")]
+    if not diff:
+        return "done" if record.get("finished") else "run"
+    return "redo: " + "; ".join(diff)
+
+
+def _argv_diff(old: list[str], new: list[str]) -> list[str]:
+    if old == new:
+        return []
+    removed, added = [], []
+    for op in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
+        tag, i1, i2, j1, j2 = op
+        if tag != "equal":
+            removed += old[i1:i2]
+            added += new[j1:j2]
+    return [f"command line changed: {' '.join(removed) or '(nothing)'} -> {' '.join(added) or '(nothing)'}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        args.run(args)
+    except AsrKdError as e:
+        print(f"asr_kd.steps {args.action}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m asr_kd.steps", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="action", required=True)
+    for name, run in (("check", _check), ("begin", _begin)):
+        s = sub.add_parser(name)
+        s.add_argument("marker", type=Path)
+        s.add_argument("--out", action="append", default=[], help="an output of the step (not an input)")
+        s.add_argument("--derived", action="append", default=[], help="made earlier in the same group (not hashed)")
+        s.add_argument("--extra", action="append", default=[], help="an input not on the command line")
+        s.add_argument("cmd", nargs=argparse.REMAINDER)
+        s.set_defaults(run=run)
+    s = sub.add_parser("finish")
+    s.add_argument("marker", type=Path)
+    s.add_argument("seconds", type=int)
+    s.set_defaults(run=_finish)
+    for name, run in (("lock", _lock), ("unlock", _unlock)):
+        s = sub.add_parser(name)
+        s.add_argument("file", type=Path)
+        s.add_argument("--pid", type=int, required=True)
+        s.add_argument("--what", default="exp dir")
+        s.set_defaults(run=run)
+    return p
+
+
+def _fp(args) -> dict:
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise AsrKdError("no command given after --")
+    return step_fingerprint(cmd, args.out, args.derived, args.extra)
+
+
+def _check(args) -> None:
+    print(state_of(args.marker, _fp(args)))
+
+
+def _begin(args) -> None:
+    fp = _fp(args)
+    state = state_of(args.marker, fp)
+    if state != "done":
+        write_json(args.marker, {"fingerprint": fp, "finished": False})
+    print(state)
+
+
+def _finish(args) -> None:
+    record = read_marker(args.marker)
+    if record is None:
+        raise AsrKdError(f"{args.marker}: no step record to finish")
+    write_json(args.marker, {**record, "finished": True, "seconds": args.seconds})
+
+
+def _command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return f"process {pid}"
+
+
+def _lock(args) -> None:
+    OutputLock(args.file, f"{args.what} {args.file.parent}", pid=args.pid, command=_command_of(args.pid)).acquire()
+
+
+def _unlock(args) -> None:
+    OutputLock(args.file, args.what, pid=args.pid).release()
