@@ -4,6 +4,7 @@ Tiny synthetic stores (as tests/test_distill_cli.py); every command runs through
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,19 +140,36 @@ def test_recipe_marker_redoes_a_step_whose_options_or_inputs_changed(root):
     marker = root / "exp/.done/train_dnn"
     cmd = ["kd", "train", str(root / "feats/train"), str(root / "ali/train"), "--set", "model.hidden_dim=64",
            str(root / "exp/dnn")]
+    bigger = [c.replace("=64", "=512") for c in cmd]
     assert steps("begin", str(marker), "--", *cmd).stdout.strip() == "run"
+    assert not marker.exists()  # a marker only for a finished step
     assert steps("check", str(marker), "--", *cmd).stdout.strip() == "run"  # started, not finished: resume
+    assert steps("check", str(marker), "--", *bigger).stdout.strip().startswith("redo: command line changed")
     steps("finish", str(marker), "12")
     assert steps("check", str(marker), "--", *cmd).stdout.strip() == "done"
     # before: `[done] train_dnn` and a 2 x 64 model for --hidden-dim 512
-    bigger = [c.replace("=64", "=512") for c in cmd]
     state = steps("check", str(marker), "--", *bigger).stdout.strip()
     assert state == "redo: command line changed: model.hidden_dim=64 -> model.hidden_dim=512"
     (root / "ali/train/priors.npy").write_bytes(np.full(NUM_PDFS, 0.25).tobytes())  # other input content
     state = steps("check", str(marker), "--", *cmd).stdout.strip()
     assert state.startswith(f"redo: input {root / 'ali/train'}") and "content changed" in state
-    marker.write_text("37\n")  # a marker of the older recipe: a bare duration
-    assert steps("check", str(marker), "--", *cmd).stdout.strip() == "redo: its marker predates step fingerprints"
+    legacy = root / "exp/.done/legacy"
+    legacy.write_text("37\n")  # a marker of the older recipe: a bare duration
+    assert steps("check", str(legacy), "--", *cmd).stdout.strip() == "redo: its marker predates step fingerprints"
+    # the same exp under another root (copied, run with its new --exp): still done
+    moved = root / "moved"
+    shutil.copytree(root / "exp", moved / "exp")
+    shutil.copytree(root / "ali", moved / "ali")  # (priors changed above: the recorded run is redone)
+    shutil.copytree(root / "feats", moved / "feats")
+    moved_cmd = [c.replace(str(root), str(moved)) for c in cmd]
+    shutil.copy(marker, moved / "exp/.done/train_dnn")  # recorded without an alias: the paths differ
+    assert steps("check", str(moved / "exp/.done/train_dnn"), "--alias", f"exp={moved}", "--",
+                 *moved_cmd).stdout.strip().startswith(f"redo: command line changed: {root}/feats/train")
+    steps("begin", str(marker), "--alias", f"exp={root}", "--", *cmd)
+    steps("finish", str(marker), "12")
+    shutil.copy(marker, moved / "exp/.done/train_dnn")
+    assert steps("check", str(moved / "exp/.done/train_dnn"), "--alias", f"exp={moved}", "--",
+                 *moved_cmd).stdout.strip() == "done"
 
 
 def test_decode_without_text_removes_scores_of_an_earlier_decode(tmp_path):

@@ -8,6 +8,7 @@ same input).
 
 `path_identity` hashes what defines an artifact, not everything in its dir: a model dir is its
 `final.pt` (stage 8 writes eval/decode results beside it), a GMM dir its `final.mdl` + `tree`, a
+graph its `HCLG.fst`, `words.txt` and `meta.json`, a
 store its `meta.json`, `keys.txt`, `offsets.npy`, `priors.npy` and (up to 64 MB) `data.bin` - a
 larger `data.bin` is identified by its meta, keys and offsets only, to keep a check cheap on
 LibriSpeech-size stores; a data dir its Kaldi tables. Written here because no library does "identity of a Kaldi-style dir";
@@ -45,6 +46,8 @@ def _defining_files(path: Path) -> list[Path]:
         return [path / "ensemble.json"] + [path / m / "final.pt" for m in members]
     if (path / "final.mdl").is_file():
         return [path / "final.mdl", path / "tree"]
+    if (path / "HCLG.fst").is_file():
+        return [path / "HCLG.fst", path / "words.txt", path / "meta.json"]
     if (path / "meta.json").is_file():
         return [path / name for name in STORE_FILES]
     if (path / "wav.scp").is_file():

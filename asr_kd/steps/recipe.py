@@ -1,14 +1,18 @@
 """Recipe markers and the exp-dir lock, for recipes/utils/hybrid_kd.sh (`python -m asr_kd.steps ...`).
 
-A marker `exp/.done/<step>` is JSON: {"fingerprint", "finished", "seconds"}. The fingerprint of a
-recipe step is its command line plus the identity (`identity.path_identity`) of every argument that
-is an existing path, except the step's outputs: OUT of `fresh_step`, the command's last argument
-and the value of `--out` (every asr-kd command names its output so), and paths given as
-`--derived` (made inside the same group of steps, covered by the `--extra` inputs instead).
+A marker `exp/.done/<step>` exists only for a finished step: JSON {"fingerprint", "finished",
+"seconds"}; `<marker>.started` holds the fingerprint of a step that began (a killed one resumes
+only with the same fingerprint). The fingerprint of a recipe step is its command line plus the
+identity (`identity.path_identity`) of every argument that is an existing path, except the step's
+outputs: OUT of `fresh_step`, the command's last argument and the value of `--out` (every asr-kd
+command names its output so), and paths given as `--derived` (made inside the same group of steps,
+covered by the `--extra` inputs instead). `--alias exp=DIR` writes paths under DIR as `{exp}/...`,
+so a copied or moved exp dir run with its new --exp/--data keeps its markers.
 
-    check MARKER [--out P] [--derived P] [--extra P] -- CMD...   prints done | run | redo: <what changed>
-    begin ... (same)                                              check, then record the fingerprint (running)
-    finish MARKER SECONDS                                         mark it finished
+    check MARKER [--out P] [--derived P] [--extra P] [--alias N=DIR] -- CMD...
+                                        prints done | run | redo: <what changed>
+    begin ... (same)                    check, then record the fingerprint in MARKER.started
+    finish MARKER SECONDS               the step finished: MARKER.started -> MARKER
     lock FILE --pid PID [--what TEXT]                             take the exp dir's lock for PID (run.sh)
     unlock FILE --pid PID
 
@@ -29,14 +33,29 @@ from asr_kd.steps.identity import changes, fingerprint
 from asr_kd.steps.lock import OutputLock
 
 
-def step_fingerprint(cmd: list[str], outputs: list[str], derived: list[str], extra: list[str]) -> dict:
+def step_fingerprint(cmd: list[str], outputs: list[str], derived: list[str], extra: list[str],
+                     aliases: dict[str, str] | None = None) -> dict:
     skip = {str(Path(p).resolve()) for p in [*outputs, *derived, cmd[-1]] if p}
     for i, arg in enumerate(cmd[:-1]):
         if arg == "--out":
             skip.add(str(Path(cmd[i + 1]).resolve()))
     paths = [a for a in [*cmd, *extra] if a and not a.startswith("-") and Path(a).exists()
              and str(Path(a).resolve()) not in skip]
-    return fingerprint("recipe step", options={"argv": cmd}, inputs={p: p for p in dict.fromkeys(paths)})
+    fp = fingerprint("recipe step", options={"argv": [_alias(a, aliases) for a in cmd]},
+                     inputs={_alias(p, aliases): p for p in dict.fromkeys(paths)})
+    for entries in fp["inputs"].values():
+        for entry in entries:
+            entry["path"] = _alias(entry["path"], aliases)
+    return fp
+
+
+def _alias(token: str, aliases: dict[str, str] | None) -> str:
+    """`token` with a leading alias dir (longest first) written as {name}."""
+    for name, root in sorted((aliases or {}).items(), key=lambda item: -len(item[1])):
+        for form in dict.fromkeys([root.rstrip("/"), str(Path(root).resolve())]):
+            if token == form or token.startswith(form + "/"):
+                return "{" + name + "}" + token[len(form):]
+    return token
 
 
 def read_marker(marker: Path) -> dict | None:
@@ -47,9 +66,16 @@ def read_marker(marker: Path) -> dict | None:
     return data if isinstance(data, dict) else None  # an old marker holds a bare number
 
 
+def started_of(marker: Path) -> Path:
+    return marker.with_name(marker.name + ".started")
+
+
 def state_of(marker: Path, fp: dict) -> str:
     if not marker.exists():
-        return "run"
+        started = read_marker(started_of(marker))
+        if started is None:
+            return "run"
+        marker = started_of(marker)  # a step that began and did not finish: resume it only if it is the same
     record = read_marker(marker)
     if record is None:
         return "redo: its marker predates step fingerprints"
@@ -74,7 +100,10 @@ def _argv_diff(old: list[str], new: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cmd = argv[argv.index("--") + 1:] if "--" in argv else []  # the step's command: never parsed as options
+    args = _parser().parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    args.cmd = cmd
     try:
         args.run(args)
     except AsrKdError as e:
@@ -92,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--out", action="append", default=[], help="an output of the step (not an input)")
         s.add_argument("--derived", action="append", default=[], help="made earlier in the same group (not hashed)")
         s.add_argument("--extra", action="append", default=[], help="an input not on the command line")
-        s.add_argument("cmd", nargs=argparse.REMAINDER)
+        s.add_argument("--alias", action="append", default=[], metavar="NAME=DIR", help="write DIR/... as {NAME}/...")
         s.set_defaults(run=run)
     s = sub.add_parser("finish")
     s.add_argument("marker", type=Path)
@@ -108,10 +137,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fp(args) -> dict:
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    cmd = args.cmd
     if not cmd:
         raise AsrKdError("no command given after --")
-    return step_fingerprint(cmd, args.out, args.derived, args.extra)
+    aliases = dict(item.split("=", 1) for item in args.alias if "=" in item and item.split("=", 1)[1])
+    return step_fingerprint(cmd, args.out, args.derived, args.extra, aliases)
 
 
 def _check(args) -> None:
@@ -122,15 +152,17 @@ def _begin(args) -> None:
     fp = _fp(args)
     state = state_of(args.marker, fp)
     if state != "done":
-        write_json(args.marker, {"fingerprint": fp, "finished": False})
+        args.marker.unlink(missing_ok=True)  # a replaced step has no finished marker until it finishes again
+        write_json(started_of(args.marker), {"fingerprint": fp, "finished": False})
     print(state)
 
 
 def _finish(args) -> None:
-    record = read_marker(args.marker)
+    record = read_marker(started_of(args.marker))
     if record is None:
-        raise AsrKdError(f"{args.marker}: no step record to finish")
+        raise AsrKdError(f"{started_of(args.marker)}: no record of the step's start to finish")
     write_json(args.marker, {**record, "finished": True, "seconds": args.seconds})
+    started_of(args.marker).unlink()
 
 
 def _command_of(pid: int) -> str:

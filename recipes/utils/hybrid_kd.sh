@@ -60,6 +60,7 @@ kd() { "$python" -m asr_kd "$@"; }
 in_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 steps() { "$python" -m asr_kd.steps "$@"; }
+step_alias=(--alias "exp=$exp" --alias "gmm_exp=$gmm_exp" --alias "data=$data")  # markers survive a moved exp dir
 
 # lock_exp: take $exp/.lock for this run.sh (a second run on the same exp dir is refused, naming
 # this one's PID and command); released on exit. A lock left by a killed run is taken over.
@@ -78,7 +79,7 @@ run_step() {
   mkdir -p "$log_dir" "$done_dir"
   local outs=(); [ -n "$out" ] && outs=(--out "$out")
   local state
-  state=$(steps begin "$done_dir/$name" "${outs[@]}" ${step_io[@]+"${step_io[@]}"} -- "$@") || exit 1
+  state=$(steps begin "$done_dir/$name" "${outs[@]}" "${step_alias[@]}" ${step_io[@]+"${step_io[@]}"} -- "$@") || exit 1
   local overwrite=
   case $state in
     done) echo "  [done] $name"; return 0 ;;
@@ -121,7 +122,8 @@ decode_dnn() {
   # the decode marker covers the chain models -> loglikes (deleted after decoding) -> decode
   local step_io=(--derived "$dir/loglikes_dev" --derived "$dir/loglikes_test" --extra "$fbank/dev" --extra "$fbank/test"
                  --extra "$dnn_ali"); for m in "$@"; do step_io+=(--extra "$m"); done
-  if [ "$(steps check "$done_dir/decode_${name}_test" --out "$dir/decode_test" "${step_io[@]}" -- "${decode[@]}")" = done ]; then
+  if [ "$(steps check "$done_dir/decode_${name}_test" --out "$dir/decode_test" "${step_alias[@]}" "${step_io[@]}" \
+        -- "${decode[@]}")" = done ]; then
     echo "  [done] decode_${name}_test"; return 0
   fi
   for set in dev test; do  # log-likelihood stores (deleted after decoding): rebuilt for a re-decode
