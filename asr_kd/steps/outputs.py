@@ -33,7 +33,7 @@ from asr_kd.steps.lock import OutputLock, lock_path_of
 
 # argparse attributes that never change what a command writes (or are covered by the resolved config)
 NOT_OPTIONS = {"func", "command", "verbose", "overwrite", "nj", "dask_scheduler", "config", "set",
-               "unavailable", "commands"}
+               "unavailable", "commands", "max_resident_frames"}
 
 
 @dataclass
@@ -73,11 +73,13 @@ def step_output(args, output: str, inputs: Sequence[str], config: dict | None = 
 @contextlib.contextmanager
 def claim_output(out: str | Path, fp: dict, *, overwrite: bool = False, what: str = "output") -> Iterator[Claim]:
     out = Path(out)
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the lock and writes the record
-        yield Claim(out, _decide(out, fp, overwrite=False, what=what, quiet=True), fp)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 decides, locks and writes the record
+        record = read_record(out)
+        same = record is not None and not changes(record.get("fingerprint", {}), fp)
+        yield Claim(out, "done" if same and record.get("finished") else "resume", fp)
         return
     with OutputLock(lock_path_of(out), f"{what} {out}"):
-        claim = Claim(out, _decide(out, fp, overwrite, what), fp)
+        claim = Claim(out, _decide(out, fp, overwrite), fp)
         if claim.done:
             print(f"{out}: already done with the same inputs and options (see {out / STEP_FILE}); nothing to do "
                   f"(--overwrite redoes it)")
@@ -88,7 +90,7 @@ def claim_output(out: str | Path, fp: dict, *, overwrite: bool = False, what: st
         _write_record(out, fp, finished=True)
 
 
-def _decide(out: Path, fp: dict, overwrite: bool, what: str, quiet: bool = False) -> str:
+def _decide(out: Path, fp: dict, overwrite: bool) -> str:
     record = read_record(out)
     if record is not None and not changes(record.get("fingerprint", {}), fp):
         return "done" if record.get("finished") else "resume"
@@ -101,8 +103,7 @@ def _decide(out: Path, fp: dict, overwrite: bool, what: str, quiet: bool = False
         why = f"{out} was made by another step: " + "; ".join(diff)
     if not overwrite:
         raise AsrKdError(f"{why}; pass --overwrite to replace it, or choose another output")
-    if not quiet:
-        print(f"{out}: replacing it (--overwrite): {why}")
+    print(f"{out}: replacing it (--overwrite): {why}")
     remove_output(out)
     return "new"
 
