@@ -211,9 +211,10 @@ def write_alignment_store(out_dir: str | Path, labels: dict[str, dict[str, np.nd
                           failed: list[str] = (), phone_names: dict[int, str] | None = None,
                           silence_phones: list[int] = (), extra_files: dict[str, Path] | None = None,
                           tree_path: str | Path | None = None) -> RaggedStore:
-    """Write the alignment store atomically (meta records the sha256 of `tree_path`, the tree of the pdf ids). `labels[utt]` has "pdfs" and optionally "phones" +
+    """Write the alignment store atomically. `labels[utt]` has "pdfs" and optionally "phones" +
     "starts" and "transitions" (per-frame arrays, see `frame_labels`); frame counts are checked
-    against `feats`. Without phones (pdf-only imports) there is no phones/, CTM or phone stats."""
+    against `feats`. Without phones (pdf-only imports) there is no phones/, CTM or phone stats.
+    Meta records `tree_sha256` of `tree_path`: the tree the pdf ids belong to (asr_kd.steps.tree)."""
     for utt, lab in labels.items():
         if len(lab["pdfs"]) != feats.num_rows(utt):
             raise AsrKdError(f"utterance {utt}: alignment has {len(lab['pdfs'])} frames, features "
