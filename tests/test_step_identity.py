@@ -128,6 +128,10 @@ def test_model_dir_identity_ignores_results_written_beside_the_model(root):
     (out / "decode_test").mkdir()
     assert path_identity(out) == before
     assert path_identity(root / "ali/train") != path_identity(root / "ali/mono")
+    for name in ("train", "mono"):  # alignment stores made by `align` keep copies of their GMM's model and tree
+        (root / "ali" / name / "final.mdl").write_text("the same GMM")
+        (root / "ali" / name / "tree").write_text("the same tree")
+    assert path_identity(root / "ali/train") != path_identity(root / "ali/mono")
 
 
 def steps(*args: str, check=True) -> subprocess.CompletedProcess:

@@ -44,12 +44,12 @@ def _defining_files(path: Path) -> list[Path]:
     if (path / "ensemble.json").is_file():
         members = json.loads((path / "ensemble.json").read_text(encoding="utf-8")).get("members", [])
         return [path / "ensemble.json"] + [path / m / "final.pt" for m in members]
-    if (path / "final.mdl").is_file():
-        return [path / "final.mdl", path / "tree"]
     if (path / "HCLG.fst").is_file():
         return [path / "HCLG.fst", path / "words.txt", path / "meta.json"]
-    if (path / "meta.json").is_file():
+    if (path / "meta.json").is_file():  # before final.mdl: an alignment store keeps a copy of its GMM's
         return [path / name for name in STORE_FILES]
+    if (path / "final.mdl").is_file():
+        return [path / "final.mdl", path / "tree"]
     if (path / "wav.scp").is_file():
         return [path / name for name in DATADIR_FILES]
     # lang dirs, graph dirs, anything else: its visible top-level files
