@@ -145,6 +145,7 @@ def test_recipe_marker_redoes_a_step_whose_options_or_inputs_changed(root):
     cmd = ["kd", "train", str(root / "feats/train"), str(root / "ali/train"), "--set", "model.hidden_dim=64",
            str(root / "exp/dnn")]
     bigger = [c.replace("=64", "=512") for c in cmd]
+    (root / "exp/dnn").mkdir(parents=True)  # the step's output
     assert steps("begin", str(marker), "--", *cmd).stdout.strip() == "run"
     assert not marker.exists()  # a marker only for a finished step
     assert steps("check", str(marker), "--", *cmd).stdout.strip() == "run"  # started, not finished: resume
@@ -157,6 +158,12 @@ def test_recipe_marker_redoes_a_step_whose_options_or_inputs_changed(root):
     (root / "ali/train/priors.npy").write_bytes(np.full(NUM_PDFS, 0.25).tobytes())  # other input content
     state = steps("check", str(marker), "--", *cmd).stdout.strip()
     assert state.startswith(f"redo: input {root / 'ali/train'}") and "content changed" in state
+    steps("begin", str(marker), "--", *cmd)
+    steps("finish", str(marker), "12")
+    assert steps("check", str(marker), "--", *cmd).stdout.strip() == "done"
+    (root / "exp/dnn").rmdir()  # removed with the dir of another step (a graph inside a GMM dir that was retrained)
+    assert steps("check", str(marker), "--", *cmd).stdout.strip() == f"redo: its output {root / 'exp/dnn'} is gone"
+    (root / "exp/dnn").mkdir()
     legacy = root / "exp/.done/legacy"
     legacy.write_text("37\n")  # a marker of the older recipe: a bare duration
     assert steps("check", str(legacy), "--", *cmd).stdout.strip() == "redo: its marker predates step fingerprints"

@@ -100,7 +100,11 @@ def changes(old: dict, new: dict) -> list[str]:
     for name in sorted(set(a) | set(b)):
         ids_a = [e["identity"] for e in a.get(name, [])]
         ids_b = [e["identity"] for e in b.get(name, [])]
-        if ids_a != ids_b:
+        if not ids_b:
+            out.append(f"input {name}: no longer there")
+        elif not ids_a:
+            out.append(f"input {name}: new")
+        elif ids_a != ids_b:
             paths_a = ", ".join(e["path"] for e in a.get(name, [])) or "none"
             paths_b = ", ".join(e["path"] for e in b.get(name, [])) or "none"
             what = "content changed" if paths_a == paths_b else f"was {paths_a}"

@@ -6,7 +6,8 @@ only with the same fingerprint). The fingerprint of a recipe step is its command
 identity (`identity.path_identity`) of every argument that is an existing path, except the step's
 outputs: OUT of `fresh_step`, the command's last argument and the value of `--out` (every asr-kd
 command names its output so), and paths given as `--derived` (made inside the same group of steps,
-covered by the `--extra` inputs instead). `--alias exp=DIR` writes paths under DIR as `{exp}/...`,
+covered by the `--extra` inputs instead). A finished step whose output is gone (another step removed
+the dir it lived in) is redone. `--alias exp=DIR` writes paths under DIR as `{exp}/...`,
 so a copied or moved exp dir run with its new --exp/--data keeps its markers.
 
     check MARKER [--out P] [--derived P] [--extra P] [--alias N=DIR] -- CMD...
@@ -49,6 +50,12 @@ def step_fingerprint(cmd: list[str], outputs: list[str], derived: list[str], ext
     return fp
 
 
+def step_outputs(cmd: list[str], outputs: list[str]) -> list[str]:
+    """What a step writes: its OUT, the value of `--out`, else its last argument when that is a path."""
+    found = list(outputs) + [cmd[i + 1] for i, arg in enumerate(cmd[:-1]) if arg == "--out"]
+    return found or ([cmd[-1]] if "/" in cmd[-1] else [])
+
+
 def _alias(token: str, aliases: dict[str, str] | None) -> str:
     """`token` with a leading alias dir (longest first) written as {name}."""
     for name, root in sorted((aliases or {}).items(), key=lambda item: -len(item[1])):
@@ -70,7 +77,7 @@ def started_of(marker: Path) -> Path:
     return marker.with_name(marker.name + ".started")
 
 
-def state_of(marker: Path, fp: dict) -> str:
+def state_of(marker: Path, fp: dict, outputs: list[str] = ()) -> str:
     if not marker.exists():
         started = read_marker(started_of(marker))
         if started is None:
@@ -82,6 +89,9 @@ def state_of(marker: Path, fp: dict) -> str:
     old = record.get("fingerprint", {})
     diff = _argv_diff(old.get("options", {}).get("argv", []), fp["options"]["argv"])
     diff += [c for c in changes(old, fp) if not c.startswith("options argv")]
+    missing = [p for p in outputs if not Path(p).exists()]
+    if not diff and record.get("finished") and missing:
+        return f"redo: its output {missing[0]} is gone"
     if not diff:
         return "done" if record.get("finished") else "run"
     return "redo: " + "; ".join(diff)
@@ -144,13 +154,17 @@ def _fp(args) -> dict:
     return step_fingerprint(cmd, args.out, args.derived, args.extra, aliases)
 
 
+def _state(args, fp: dict) -> str:
+    return state_of(args.marker, fp, step_outputs(args.cmd, args.out))
+
+
 def _check(args) -> None:
-    print(state_of(args.marker, _fp(args)))
+    print(_state(args, _fp(args)))
 
 
 def _begin(args) -> None:
     fp = _fp(args)
-    state = state_of(args.marker, fp)
+    state = _state(args, fp)
     if state != "done":
         args.marker.unlink(missing_ok=True)  # a replaced step has no finished marker until it finishes again
         write_json(started_of(args.marker), {"fingerprint": fp, "finished": False})
