@@ -70,6 +70,8 @@ def _unavailable_command(parser: argparse.ArgumentParser, argv: list[str]) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()  # a recipe's child ends with run.sh, even on kill -9 (first: imports below take seconds)
+    exit_on_sigterm()  # so locks are released and temp dirs removed
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     unavailable = _unavailable_command(parser, argv)
@@ -77,8 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         print(unavailable, file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    die_with_parent()  # a recipe's child: end with run.sh, even when it is killed with -9
-    exit_on_sigterm()  # so locks are released and temp dirs removed
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
