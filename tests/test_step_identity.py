@@ -327,3 +327,15 @@ def test_alignment_store_records_the_tree(tmp_path):
     write_alignment_store(tmp_path / "ali", {"u1": {"pdfs": np.array([0, 1, 1], np.int32)}}, num_pdfs=2, feats=feats,
                           model_path=None, source="kaldi", tree_path=tree)
     assert RaggedStore(tmp_path / "ali").meta["tree_sha256"] == sha256_file(tree)
+
+
+def test_report_reads_step_seconds_from_fingerprinted_markers(tmp_path):
+    from asr_kd.report.report import _step_seconds
+
+    marker = tmp_path / ".done/train_dnn"
+    steps("begin", str(marker), "--", "kd", "train", str(tmp_path / "dnn"))
+    (tmp_path / "dnn").mkdir()
+    steps("finish", str(marker), "42")
+    (tmp_path / ".done/old_step").write_text("7\n")
+    steps("begin", str(tmp_path / ".done/running"), "--", "kd", "train", str(tmp_path / "other"))
+    assert _step_seconds(tmp_path / ".done") == {"old_step": 7, "train_dnn": 42}
