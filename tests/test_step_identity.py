@@ -152,6 +152,7 @@ def test_recipe_marker_redoes_a_step_whose_options_or_inputs_changed(root):
     assert steps("check", str(marker), "--", *bigger).stdout.strip().startswith("redo: command line changed")
     steps("finish", str(marker), "12")
     assert steps("check", str(marker), "--", *cmd).stdout.strip() == "done"
+    assert steps("check", str(marker), "--", *cmd[:2], "--nj", "4", *cmd[2:]).stdout.strip() == "done"  # where, not what
     # before: `[done] train_dnn` and a 2 x 64 model for --hidden-dim 512
     state = steps("check", str(marker), "--", *bigger).stdout.strip()
     assert state == "redo: command line changed: model.hidden_dim=64 -> model.hidden_dim=512"

@@ -92,15 +92,17 @@ def claim_output(out: str | Path, fp: dict, *, overwrite: bool = False, what: st
 
 def _decide(out: Path, fp: dict, overwrite: bool) -> str:
     record = read_record(out)
-    if record is not None and not changes(record.get("fingerprint", {}), fp):
+    same = record is not None and not changes(record.get("fingerprint", {}), fp)
+    if same and not overwrite:
         return "done" if record.get("finished") else "resume"
     if not _has_content(out):
         return "new"
     if record is None:
         why = f"{out} holds files but no step record ({STEP_FILE}: made by an older asr_kd or by hand)"
+    elif same:
+        why = f"{out} was made by the same step"
     else:
-        diff = changes(record.get("fingerprint", {}), fp)
-        why = f"{out} was made by another step: " + "; ".join(diff)
+        why = f"{out} was made by another step: " + "; ".join(changes(record.get("fingerprint", {}), fp))
     if not overwrite:
         raise AsrKdError(f"{why}; pass --overwrite to replace it, or choose another output")
     print(f"{out}: replacing it (--overwrite): {why}")

@@ -6,15 +6,16 @@ only with the same fingerprint). The fingerprint of a recipe step is its command
 identity (`identity.path_identity`) of every argument that is an existing path, except the step's
 outputs: OUT of `fresh_step`, the command's last argument and the value of `--out` (every asr-kd
 command names its output so), and paths given as `--derived` (made inside the same group of steps,
-covered by the `--extra` inputs instead). A finished step whose output is gone (another step removed
-the dir it lived in) is redone. `--alias exp=DIR` writes paths under DIR as `{exp}/...`,
-so a copied or moved exp dir run with its new --exp/--data keeps its markers.
+covered by the `--extra` inputs instead). `--nj` and `--dask-scheduler` with their values are left
+out: they do not change what a step writes. A finished step whose output is gone (another step
+removed the dir it lived in) is redone. `--alias exp=DIR` writes paths under DIR as `{exp}/...`, so a
+copied or moved exp dir run with its new --exp/--data keeps its markers.
 
     check MARKER [--out P] [--derived P] [--extra P] [--alias N=DIR] -- CMD...
                                         prints done | run | redo: <what changed>
     begin ... (same)                    check, then record the fingerprint in MARKER.started
     finish MARKER SECONDS               the step finished: MARKER.started -> MARKER
-    lock FILE --pid PID [--what TEXT]                             take the exp dir's lock for PID (run.sh)
+    lock FILE --pid PID [--what TEXT]   take the exp dir's lock for PID (run.sh)
     unlock FILE --pid PID
 
 A marker left by an older recipe (a bare duration) has no fingerprint: the step is redone.
@@ -34,6 +35,9 @@ from asr_kd.steps.identity import changes, fingerprint
 from asr_kd.steps.lock import OutputLock
 
 
+NOT_RESULT = ("--nj", "--dask-scheduler")  # where a step runs, not what it writes (the bytes do not depend on it)
+
+
 def step_fingerprint(cmd: list[str], outputs: list[str], derived: list[str], extra: list[str],
                      aliases: dict[str, str] | None = None) -> dict:
     skip = {str(Path(p).resolve()) for p in [*outputs, *derived, cmd[-1]] if p}
@@ -42,7 +46,8 @@ def step_fingerprint(cmd: list[str], outputs: list[str], derived: list[str], ext
             skip.add(str(Path(cmd[i + 1]).resolve()))
     paths = [a for a in [*cmd, *extra] if a and not a.startswith("-") and Path(a).exists()
              and str(Path(a).resolve()) not in skip]
-    fp = fingerprint("recipe step", options={"argv": [_alias(a, aliases) for a in cmd]},
+    argv = [_alias(a, aliases) for i, a in enumerate(cmd) if a not in NOT_RESULT and (i == 0 or cmd[i - 1] not in NOT_RESULT)]
+    fp = fingerprint("recipe step", options={"argv": argv},
                      inputs={_alias(p, aliases): p for p in dict.fromkeys(paths)})
     for entries in fp["inputs"].values():
         for entry in entries:
