@@ -38,12 +38,15 @@ def lock_path_of(out: str | Path) -> Path:
 
 
 def process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat); None if gone."""
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat); None if gone.
+
+    A zombie (killed, not yet reaped: common in containers whose PID 1 reaps late) counts as gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def is_alive(holder: dict) -> bool:
@@ -56,8 +59,10 @@ def is_alive(holder: dict) -> bool:
         return False
     except PermissionError:
         return True
+    if not Path(f"/proc/{pid}").exists():
+        return True  # no /proc (not Linux): the signal check above is all there is
     start = process_start(pid)
-    return start is None or holder.get("start") in (None, start)
+    return start is not None and holder.get("start") in (None, start)
 
 
 def describe(holder: dict) -> str:
