@@ -17,6 +17,7 @@ import sys
 
 from asr_kd.errors import AsrKdError
 from asr_kd.io import disk_full_message
+from asr_kd.steps.lock import die_with_parent, exit_on_sigterm
 
 COMMAND_MODULES = [
     "asr_kd.data.commands",
@@ -72,6 +73,8 @@ def _unavailable_command(parser: argparse.ArgumentParser, argv: list[str]) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()  # a recipe's child ends with run.sh, even on kill -9 (first: imports below take seconds)
+    exit_on_sigterm()  # so locks are released and temp dirs removed
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     unavailable = _unavailable_command(parser, argv)

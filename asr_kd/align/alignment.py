@@ -28,6 +28,7 @@ from asr_kd.io import make_temp_dir, read_json, replace_dir, sha256_file
 from asr_kd.kaldi import gmm
 from asr_kd.kaldi.fst import read_fst
 from asr_kd.parallel import Jobs, run_shards
+from asr_kd.steps.tree import TREE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +215,12 @@ def priors_from_counts(counts: np.ndarray) -> np.ndarray:
 def write_alignment_store(out_dir: str | Path, labels: dict[str, dict[str, np.ndarray]], *, num_pdfs: int,
                           feats: RaggedStore, model_path: str | Path | None, source: str,
                           failed: list[str] = (), phone_names: dict[int, str] | None = None,
-                          silence_phones: list[int] = (), extra_files: dict[str, Path] | None = None) -> RaggedStore:
+                          silence_phones: list[int] = (), extra_files: dict[str, Path] | None = None,
+                          tree_path: str | Path | None = None) -> RaggedStore:
     """Write the alignment store atomically. `labels[utt]` has "pdfs" and optionally "phones" +
     "starts" and "transitions" (per-frame arrays, see `frame_labels`); frame counts are checked
-    against `feats`. Without phones (pdf-only imports) there is no phones/, CTM or phone stats."""
+    against `feats`. Without phones (pdf-only imports) there is no phones/, CTM or phone stats.
+    Meta records `tree_sha256` of `tree_path`: the tree the pdf ids belong to (asr_kd.steps.tree)."""
     for utt, lab in labels.items():
         if len(lab["pdfs"]) != feats.num_rows(utt):
             raise AsrKdError(f"utterance {utt}: alignment has {len(lab['pdfs'])} frames, features "
@@ -232,7 +235,8 @@ def write_alignment_store(out_dir: str | Path, labels: dict[str, dict[str, np.nd
     fshift = feats.meta.get("frame_shift_ms", 10.0)
     meta = {"num_pdfs": int(num_pdfs), "model_sha256": sha256_file(model_path) if model_path else None,
             "frame_shift_ms": fshift, "feature_config_hash": feats.meta.get("config_hash"),
-            "feature_store": str(feats.path), "source": source, "num_failed": len(failed)}
+            "feature_store": str(feats.path), "source": source, "num_failed": len(failed),
+            TREE_KEY: sha256_file(tree_path) if tree_path else None}
     tmp = make_temp_dir(out_dir)
     try:
         write_store(tmp, ((u, labels[u]["pdfs"]) for u in utts), meta, dtype="int32")
@@ -329,4 +333,5 @@ def align_data(feats: RaggedStore | str | Path, texts: dict[str, str], lang_dir:
                                  model_path=model_dir / "final.mdl", source="gmm", failed=failed,
                                  phone_names=lang.phone_names, silence_phones=lang.silence,
                                  extra_files={"final.mdl": model_dir / "final.mdl", "tree": model_dir / "tree",
-                                              **transform_files(model_dir)})
+                                              **transform_files(model_dir)},
+                                 tree_path=model_dir / "tree")

@@ -9,6 +9,9 @@ from pathlib import Path
 from asr_kd.config import positive_int, to_dict
 from asr_kd.expdir import write_system
 from asr_kd.parallel import add_job_args, jobs_from_args
+from asr_kd.steps.outputs import add_step_args, step_output
+
+GMM_INPUTS = ("feats", "data_dir", "lang_dir")
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     add_job_args(p)
+    add_step_args(p)
 
 
 def _overrides(args, **options) -> list[str]:
@@ -123,8 +127,12 @@ def _train_mono(args) -> None:
 
     cfg = load_config(MonoConfig, args.config, _overrides(args, num_utts=args.num_utts))
     start = time.time()
-    out = train_mono(_feats(args.feats), _texts(args.data_dir), args.lang_dir, args.out_dir, cfg, jobs_from_args(args))
-    write_system(out, "gmm", stage="mono", config=to_dict(cfg))
+    with step_output(args, "out_dir", GMM_INPUTS, to_dict(cfg)) as claim:
+        if claim.done:
+            return
+        out = train_mono(_feats(args.feats), _texts(args.data_dir), args.lang_dir, args.out_dir, cfg,
+                         jobs_from_args(args))
+        write_system(out, "gmm", stage="mono", config=to_dict(cfg))
     print(f"train-mono: {out}/final.mdl in {time.time() - start:.1f} s")
 
 
@@ -162,9 +170,12 @@ def _train_tri(args) -> None:
     feats = _feats(args.feats)
     cfg = _tri_config(args, TriConfig, feats)
     start = time.time()
-    out = train_tri(feats, _texts(args.data_dir), args.lang_dir, args.ali_dir, args.out_dir, cfg,
-                    jobs_from_args(args))
-    write_system(out, "gmm", stage="tri", config=to_dict(cfg))
+    with step_output(args, "out_dir", (*GMM_INPUTS, "ali_dir"), to_dict(cfg)) as claim:
+        if claim.done:
+            return
+        out = train_tri(feats, _texts(args.data_dir), args.lang_dir, args.ali_dir, args.out_dir, cfg,
+                        jobs_from_args(args))
+        write_system(out, "gmm", stage="tri", config=to_dict(cfg))
     print(f"train-tri: {out}/final.mdl in {time.time() - start:.1f} s")
 
 
@@ -211,8 +222,11 @@ def _align(args) -> None:
 
     cfg = load_config(AlignConfig, args.config, args.set)
     start = time.time()
-    align_data(_feats(args.feats), _texts(args.data_dir), args.lang_dir, args.model_dir, args.out_dir, cfg,
-               jobs_from_args(args))
+    with step_output(args, "out_dir", (*GMM_INPUTS, "model_dir"), to_dict(cfg)) as claim:
+        if claim.done:
+            return
+        align_data(_feats(args.feats), _texts(args.data_dir), args.lang_dir, args.model_dir, args.out_dir, cfg,
+                   jobs_from_args(args))
     print(f"align: {time.time() - start:.1f} s")
     print(format_stats(args.out_dir), end="")
 

@@ -226,4 +226,11 @@ def import_kaldi_alignment(ali: str | Path, model_path: str | Path | None, feats
     lang = load_lang(lang_dir) if lang_dir else None
     return write_alignment_store(out_dir, labels, num_pdfs=num_pdfs, feats=feats, model_path=model_path,
                                  source="kaldi", failed=failed, phone_names=lang.phone_names if lang else None,
-                                 silence_phones=lang.silence if lang else ())
+                                 silence_phones=lang.silence if lang else (),
+                                 tree_path=_kaldi_tree(model_path))
+
+
+def _kaldi_tree(model_path) -> Path | None:
+    """The `tree` beside a Kaldi final.mdl (exp/tri1/tree), whose checksum the store records; None if absent."""
+    tree = Path(model_path).parent / "tree" if model_path else None
+    return tree if tree is not None and tree.is_file() else None

@@ -9,6 +9,7 @@ from asr_kd.config import load_config
 from asr_kd.data.features import CmvnConfig, FeatureConfig, compute_features, default_num_jobs
 from asr_kd.data.kaldi_io import export_kaldi, import_kaldi
 from asr_kd.parallel import add_job_args, jobs_from_args
+from asr_kd.steps.outputs import add_step_args, step_output
 
 
 @dataclass
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_job_args(p, default_nj=default_num_jobs())
     p.add_argument("--num-jobs", dest="nj", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old --nj
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable/too-short utterances (listed in meta)")
+    add_step_args(p)
     p.set_defaults(func=run_compute)
 
     p = sub.add_parser("export-kaldi-feats", help="feature store -> Kaldi ark + scp")
@@ -55,9 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compute(args) -> None:
-    feat_cfg, cmvn_cfg = load_config(FeatureJobConfig, args.config, args.set).split()
-    store = compute_features(args.data_dir, args.out_dir, feat_cfg, cmvn_cfg,
-                             jobs=jobs_from_args(args), skip_bad=args.skip_bad)
+    job_cfg = load_config(FeatureJobConfig, args.config, args.set)
+    feat_cfg, cmvn_cfg = job_cfg.split()
+    with step_output(args, "out_dir", ("data_dir",), dataclasses.asdict(job_cfg)) as claim:
+        if claim.done:
+            return
+        store = compute_features(args.data_dir, args.out_dir, feat_cfg, cmvn_cfg,
+                                 jobs=jobs_from_args(args), skip_bad=args.skip_bad)
     meta = store.meta
     print(f"{store.path}: {meta['num_utts']} utterances, {meta['num_frames']} frames, dim {meta['dim']}, "
           f"{len(meta['skipped'])} skipped, config_hash {meta['config_hash']}")

@@ -7,6 +7,11 @@ from pathlib import Path
 
 from asr_kd.errors import AsrKdError
 from asr_kd.parallel import add_job_args
+from asr_kd.steps.outputs import add_step_args, step_output
+from asr_kd.steps.tree import check_same_tree, tree_of_dir
+
+DECODE_INPUTS = ("graph_dir", "model_dir", "feats", "loglikes", "text", "dev_feats", "dev_loglikes", "dev_text")
+SCORE_FILES = ("ref.txt", "per_utt.txt", "wer.json")  # written only with --text; a re-run without removes old ones
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-active", type=int, default=7000)
     add_job_args(p)
     p.add_argument("--num-jobs", dest="nj", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old --nj
+    add_step_args(p)
     p.set_defaults(func=_decode)
 
     p = sub.add_parser("fmllr-first-pass", help="speaker-independent decode with a SAT model's si/final.mdl, then "
@@ -94,6 +100,16 @@ def _decode_job(args, dev: bool) -> DecodeJob:
 
 
 def _decode(args) -> None:
+    model_tree = (f"model dir {args.model_dir}", tree_of_dir(args.model_dir))
+    for store in (args.loglikes, args.dev_loglikes):
+        if store:
+            check_same_tree([model_tree, (f"log-likelihoods {store}", tree_of_dir(store))])
+    with step_output(args, "out_dir", DECODE_INPUTS) as claim:
+        if not claim.done:
+            _decode_into(args)
+
+
+def _decode_into(args) -> None:
     from asr_kd.decode.decoder import decode_store
     from asr_kd.decode.scoring import read_text_table
     from asr_kd.decode.tune import DEFAULT_PENALTIES, tune_and_decode
@@ -121,6 +137,7 @@ def _decode(args) -> None:
         for edge in tuned.edges:
             print(f"{args.out_dir}: warning: the dev-best point is on the grid's edge: {edge}")
     else:
+        (Path(args.out_dir) / "tuning.json").unlink(missing_ok=True)  # an earlier decode's tuning is not this one's
         scale, penalty = args.acoustic_scale, args.word_penalty
         hyps, stats = decode_store(job, [(scale, penalty)], jobs)[(scale, penalty)]
     settings.update(acoustic_scale=scale, lm_weight=round(1.0 / scale, 6), word_penalty=penalty,
@@ -140,6 +157,8 @@ def _write_results(args, hyps: dict, settings: dict, stats) -> None:
     else:
         write_text(Path(args.out_dir) / "hyp.txt", "".join(f"{u} {' '.join(w)}\n" for u, w in sorted(hyps.items())))
         write_json(Path(args.out_dir) / "decode.json", settings)
+        for name in SCORE_FILES:  # scores of an earlier decode would describe other hypotheses
+            (Path(args.out_dir) / name).unlink(missing_ok=True)
 
 
 def _lm_weights(args) -> list[float]:

@@ -40,6 +40,7 @@ from asr_kd.io import make_temp_dir, read_json, replace_dir, write_json
 from asr_kd.nnet.ensemble import combine_logits
 from asr_kd.nnet.frames import FrameData, check_finite
 from asr_kd.parallel import Jobs, run_shards, split
+from asr_kd.steps.tree import TREE_KEY
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = "asr_kd.teacher_cache/1"
@@ -137,7 +138,8 @@ def write_cache(path: str | os.PathLike, teacher: OnlineTeacher, source: FrameDa
     meta = {"format": CACHE_FORMAT, "target": target, "combination": teacher.combination,
             "temperature": None if target == "logits" else float(temperature),
             "teacher_sha256": list(teacher.spec.sha256), "feature_config_hash": feature_config_hash,
-            "feature_store": name, "num_pdfs": num_pdfs, "top_k": top_k, "input_specs": teacher.input_specs}
+            "feature_store": name, "num_pdfs": num_pdfs, "top_k": top_k, "input_specs": teacher.input_specs,
+            TREE_KEY: teacher.ensemble.tree_sha256}
     blocks = block_bounds(offsets, block_frames)
     plan = {**meta, "num_frames": num_frames, "num_utts": len(utt_ids), "block_frames": block_frames,
             "batch_frames": batch_frames}

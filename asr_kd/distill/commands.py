@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from asr_kd.config import to_dict
 from asr_kd.parallel import add_job_args, jobs_from_args
+from asr_kd.steps.outputs import add_step_args, step_output
 
 NONE = "none"
 BUDGET_GB = 64.0  # full fp16 teacher targets up to this size; LibriSpeech-100 at 2,000 pdfs (~144 GB) gets top-k
@@ -32,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="frames of whole utterances read and written per block (the unit of resume and of memory)")
     p.add_argument("--device", default="cpu")
     add_job_args(p)
+    add_step_args(p)
     p.set_defaults(func=_cache_teacher)
 
     p = sub.add_parser("distill", help="train a student on a teacher's soft targets (+ hard labels)")
@@ -39,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("exp_dir")
     p.add_argument("--subset-fraction", type=float, help="use this random fraction of the transfer utterances")
     p.add_argument("--subset-seed", type=int, default=0)
+    add_step_args(p)
     p.set_defaults(func=_distill)
 
     p = sub.add_parser("born-again", help="G generations of one student architecture, n+1 distilled from n")
@@ -97,13 +101,10 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--combination", choices=["arith", "geo"], help="sets teacher.combination")
 
 
-def _load(args, with_teacher: bool = True):
-    """(config, transfer set, dev set, teacher) from the shared arguments."""
+def _config(args):
+    """The resolved DistillConfig of the shared arguments."""
     from asr_kd.config import load_config
-    from asr_kd.distill.cache import feature_config_hash
-    from asr_kd.distill.distill import DistillConfig, load_teacher
-    from asr_kd.nnet.devices import training_device
-    from asr_kd.nnet.stream import open_frames
+    from asr_kd.distill.distill import DistillConfig
 
     overrides = list(args.set)
     if args.teacher:
@@ -112,7 +113,17 @@ def _load(args, with_teacher: bool = True):
         overrides.append(f"teacher.cache={json.dumps(args.teacher_cache)}")
     if args.combination:
         overrides.append(f"teacher.combination={args.combination}")
-    cfg = load_config(DistillConfig, args.config, overrides)
+    return load_config(DistillConfig, args.config, overrides)
+
+
+def _load(args, cfg=None, with_teacher: bool = True):
+    """(config, transfer set, dev set, teacher) from the shared arguments."""
+    from asr_kd.distill.cache import feature_config_hash
+    from asr_kd.distill.distill import load_teacher
+    from asr_kd.nnet.devices import training_device
+    from asr_kd.nnet.stream import open_frames
+
+    cfg = cfg or _config(args)
     device = training_device(cfg.student.device)  # under torchrun: this rank's own device
     budget = cfg.student.data.max_resident_frames
     transfer = open_frames(args.feats, None if args.ali == NONE else args.ali, device=device, budget=budget)
@@ -127,12 +138,15 @@ def _cache_teacher(args) -> None:
     from asr_kd.distill.cache import choose_top_k, feature_config_hash, write_cache
     from asr_kd.distill.teachers import OnlineTeacher
 
-    feats = RaggedStore(args.feats)  # memory-mapped: write_cache reads it block by block
-    teacher = OnlineTeacher.load(args.models, args.combination, args.device)
-    top_k = choose_top_k(int(feats.offsets[-1]), teacher.num_pdfs, args.top_k, args.budget_gb * 1e9)
-    report = write_cache(args.out, teacher, feats, temperature=args.temperature, top_k=top_k,
-                         feature_config_hash=feature_config_hash(args.feats), batch_frames=args.batch_frames,
-                         block_frames=args.block_frames, jobs=jobs_from_args(args))
+    with step_output(args, "out", ("models", "feats")) as claim:
+        if claim.done:
+            return
+        feats = RaggedStore(args.feats)  # memory-mapped: write_cache reads it block by block
+        teacher = OnlineTeacher.load(args.models, args.combination, args.device)
+        top_k = choose_top_k(int(feats.offsets[-1]), teacher.num_pdfs, args.top_k, args.budget_gb * 1e9)
+        report = write_cache(args.out, teacher, feats, temperature=args.temperature, top_k=top_k,
+                             feature_config_hash=feature_config_hash(args.feats), batch_frames=args.batch_frames,
+                             block_frames=args.block_frames, jobs=jobs_from_args(args))
     print(json.dumps({"out": args.out, **report.as_dict()}))
 
 
@@ -143,19 +157,24 @@ def _distill(args) -> None:
     from asr_kd.nnet.devices import is_main_process
     from asr_kd.nnet.infer import evaluate
 
-    cfg, transfer, dev, teacher = _load(args)
-    if args.subset_fraction:
-        transfer = transfer_subset(transfer, args.subset_fraction, args.subset_seed)
-    result = distill(cfg.student, teacher, transfer, cfg.loss, dev=dev, exp_dir=args.exp_dir, data_parallel=True,
-                     hidden=cfg.hidden, fake_int8=cfg.fake_int8)
-    if is_main_process():
-        write_system(args.exp_dir, "student", **system_fields(cfg.student, result.train.best_epoch),
-                     temperature=cfg.loss.temperature, loss_terms=dict(cfg.loss.terms),
-                     teacher={"combination": cfg.teacher.combination, "models": list(cfg.teacher.models),
-                              "cache": cfg.teacher.cache})
-        metrics = evaluate((result.model, result.spec), dev)
-        print(json.dumps({"exp_dir": str(result.exp_dir), "best_epoch": result.train.best_epoch,
-                          "dev_frame_acc": metrics["frame_acc"], "dev_ce": metrics["ce"]}))
+    config = _config(args)
+    inputs = ("feats", "ali", "dev_feats", "dev_ali", "teacher", "teacher_cache")
+    with step_output(args, "exp_dir", inputs, to_dict(config)) as claim:
+        if claim.done:
+            return
+        cfg, transfer, dev, teacher = _load(args, config)
+        if args.subset_fraction:
+            transfer = transfer_subset(transfer, args.subset_fraction, args.subset_seed)
+        result = distill(cfg.student, teacher, transfer, cfg.loss, dev=dev, exp_dir=args.exp_dir, data_parallel=True,
+                         hidden=cfg.hidden, fake_int8=cfg.fake_int8)
+        if is_main_process():
+            write_system(args.exp_dir, "student", **system_fields(cfg.student, result.train.best_epoch),
+                         temperature=cfg.loss.temperature, loss_terms=dict(cfg.loss.terms),
+                         teacher={"combination": cfg.teacher.combination, "models": list(cfg.teacher.models),
+                                  "cache": cfg.teacher.cache})
+            metrics = evaluate((result.model, result.spec), dev)
+            print(json.dumps({"exp_dir": str(result.exp_dir), "best_epoch": result.train.best_epoch,
+                              "dev_frame_acc": metrics["frame_acc"], "dev_ce": metrics["ce"]}))
     end_process_group()
 
 

@@ -33,6 +33,7 @@ from asr_kd.nnet.frames import FrameBatch, FrameData
 from asr_kd.nnet.quant import fake_quantize_linears
 from asr_kd.nnet.stream import StreamedFrames
 from asr_kd.nnet.train import Frames, ModelSpec, TrainConfig, TrainResult, load_model, train_frame_classifier
+from asr_kd.steps.tree import TREE_KEY, check_same_tree
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,8 @@ def distill(student_cfg: TrainConfig, teacher: Teacher | None, transfer_set: Fra
     if teacher is not None:
         if isinstance(teacher, CachedTeacher):
             check_cache_meta(teacher.meta, teacher.path / "meta.json", temperature=loss_cfg.temperature)
+        check_same_tree([(f"teacher {teacher_origin(teacher)}", teacher_tree(teacher))] +
+                        [(f"alignment of {s.name}", s.tree_sha256) for s in (transfer, dev) if s.num_pdfs is not None])
         if num_pdfs is not None and teacher.num_pdfs != num_pdfs:
             origin = teacher.path if isinstance(teacher, CachedTeacher) else [str(s) for s in teacher.ensemble.sources]
             raise AsrKdError(f"{transfer.name}: labels have {num_pdfs} pdfs but the teacher {origin} predicts "
@@ -215,8 +218,19 @@ def transfer_subset(data: Frames, fraction: float, seed: int = 0) -> Frames:
     rows = np.concatenate([np.arange(offsets[u], offsets[u + 1]) for u in chosen])
     lengths = offsets[chosen + 1] - offsets[chosen]
     rows_t = torch.from_numpy(rows).to(data.device)
-    return FrameData(data.feats[rows_t], torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)])),
-                     [data.utt_ids[u] for u in chosen], data.labels[rows_t], data.num_pdfs, data.priors, name=name)
+    subset = FrameData(data.feats[rows_t], torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)])),
+                       [data.utt_ids[u] for u in chosen], data.labels[rows_t], data.num_pdfs, data.priors, name=name)
+    subset.tree_sha256 = data.tree_sha256
+    return subset
+
+
+def teacher_tree(teacher) -> str | None:
+    """The tree of a teacher's pdf ids: its members' (online) or the one its cache recorded."""
+    return teacher.meta.get(TREE_KEY) if isinstance(teacher, CachedTeacher) else teacher.ensemble.tree_sha256
+
+
+def teacher_origin(teacher) -> str:
+    return str(teacher.path) if isinstance(teacher, CachedTeacher) else teacher.ensemble.describe()
 
 
 def drop_labels(data: Frames) -> Frames:

@@ -4,8 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from asr_kd.config import to_dict
 from asr_kd.errors import AsrKdError
 from asr_kd.expdir import write_system
+from asr_kd.steps.outputs import add_step_args, step_output
+from asr_kd.steps.tree import check_same_tree, tree_of_dir
+
+TRAIN_INPUTS = ("feats", "ali", "dev_feats", "dev_ali")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="output store")
     _scoring_args(p)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    add_step_args(p)
     p.set_defaults(func=_compute_loglikes)
 
     p = sub.add_parser("eval-frames", help="frame accuracy and CE of a model/ensemble against alignments")
@@ -43,6 +49,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(name)
     p.add_argument("--config", help="YAML TrainConfig")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    add_step_args(p)
 
 
 def _scoring_args(p: argparse.ArgumentParser) -> None:
@@ -62,32 +69,45 @@ def _scorer(args):
     from asr_kd.nnet.quant import int8_dynamic
 
     ens = Ensemble.load(args.models)
-    return Ensemble([(int8_dynamic(model), spec) for model, spec in ens.members])
+    int8 = Ensemble([(int8_dynamic(model), spec) for model, spec in ens.members])
+    int8.sources = ens.sources  # the files it was made from: the store's identity
+    return int8
 
 
-def _load(args):
+def _config(args):
     from asr_kd.config import load_config
-    from asr_kd.nnet.devices import training_device
-    from asr_kd.nnet.stream import open_frames
     from asr_kd.nnet.train import TrainConfig
 
-    cfg = load_config(TrainConfig, args.config, args.set)
+    return load_config(TrainConfig, args.config, args.set)
+
+
+def _frames(args, cfg):
+    """(train, dev) sets; their alignments must come from one tree."""
+    from asr_kd.nnet.devices import training_device
+    from asr_kd.nnet.stream import open_frames
+
+    check_same_tree([(f"alignment {args.ali}", tree_of_dir(args.ali)),
+                     (f"dev alignment {args.dev_ali}", tree_of_dir(args.dev_ali))])
     device = training_device(cfg.device)  # under torchrun: this rank's own device, never all on cuda:0
     budget = cfg.data.max_resident_frames
     train = open_frames(args.feats, args.ali, device=device, budget=budget)
-    return cfg, train, open_frames(args.dev_feats, args.dev_ali, device=device, budget=budget)
+    return train, open_frames(args.dev_feats, args.dev_ali, device=device, budget=budget)
 
 
 def _train(args) -> None:
     from asr_kd.nnet.devices import is_main_process
     from asr_kd.nnet.train import train_frame_classifier
 
-    cfg, train, dev = _load(args)
-    result = train_frame_classifier(cfg, train, dev, exp_dir=args.exp_dir, data_parallel=True)
-    if is_main_process():
-        write_system(args.exp_dir, "dnn", **system_fields(cfg, result.best_epoch))
-        print(json.dumps({"exp_dir": str(result.exp_dir), "best_epoch": result.best_epoch,
-                          "dev_frame_acc": result.dev_frame_acc[0]}))
+    cfg = _config(args)
+    with step_output(args, "exp_dir", TRAIN_INPUTS, to_dict(cfg)) as claim:
+        if claim.done:
+            return
+        train, dev = _frames(args, cfg)
+        result = train_frame_classifier(cfg, train, dev, exp_dir=args.exp_dir, data_parallel=True)
+        if is_main_process():
+            write_system(args.exp_dir, "dnn", **system_fields(cfg, result.best_epoch))
+            print(json.dumps({"exp_dir": str(result.exp_dir), "best_epoch": result.best_epoch,
+                              "dev_frame_acc": result.dev_frame_acc[0]}))
     end_process_group()
 
 
@@ -121,21 +141,31 @@ def _train_ensemble(args) -> None:
         if not isinstance(blocks, list):
             raise AsrKdError(f"{args.architectures}: expected a YAML list of model blocks")
         archs = [from_dict(ModelConfig, b, f"{args.architectures}[{i}]") for i, b in enumerate(blocks)]
-    cfg, train, dev = _load(args)
-    dirs = train_ensemble(cfg, args.k, train, dev, args.exp_dir, architectures=archs, stacked=not args.sequential)
-    if is_main_process():
-        write_system(args.exp_dir, "ensemble", **system_fields(cfg), members=[d.name for d in dirs],
-                     seeds=member_seeds(cfg, args.k) * len(archs or [cfg.model]))
-    print(json.dumps({"members": [str(d) for d in dirs]}))
+    cfg = _config(args)
+    with step_output(args, "exp_dir", (*TRAIN_INPUTS, "architectures"), to_dict(cfg)) as claim:
+        if claim.done:
+            return
+        train, dev = _frames(args, cfg)
+        dirs = train_ensemble(cfg, args.k, train, dev, args.exp_dir, architectures=archs,
+                              stacked=not args.sequential)
+        if is_main_process():
+            write_system(args.exp_dir, "ensemble", **system_fields(cfg), members=[d.name for d in dirs],
+                         seeds=member_seeds(cfg, args.k) * len(archs or [cfg.model]))
+        print(json.dumps({"members": [str(d) for d in dirs]}))
 
 
 def _compute_loglikes(args) -> None:
     from asr_kd.nnet.infer import compute_loglikes, read_priors
 
     priors = None if args.priors == "none" else read_priors(args.priors)
-    store = compute_loglikes(_scorer(args), args.feats, args.out, priors=priors, temperature=args.temperature,
-                             combine=args.combine, dtype=args.dtype, device=args.device,
-                             budget=args.max_resident_frames)
+    inputs = ("models", "feats") if args.priors == "none" else ("models", "feats", "priors")
+    with step_output(args, "out", inputs) as claim:
+        if claim.done:
+            return
+        store = compute_loglikes(_scorer(args), args.feats, args.out, priors=priors, temperature=args.temperature,
+                                 combine=args.combine, dtype=args.dtype, device=args.device,
+                                 budget=args.max_resident_frames,
+                                 priors_source=None if args.priors == "none" else args.priors)
     print(json.dumps({"out": str(store.path), "utterances": len(store), "frames": store.meta["num_rows"]}))
 
 

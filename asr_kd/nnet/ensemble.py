@@ -193,6 +193,11 @@ class Ensemble:
             raise AsrKdError(f"ensemble members disagree on pdfs {sorted(pdfs)} or feature dims {sorted(dims)}")
         self.members = members
         self.sources: list[Path] = []  # final.pt files, when loaded from disk
+        trees = {spec.tree_sha256 for _, spec in members if spec.tree_sha256}
+        if len(trees) > 1:
+            raise AsrKdError(f"ensemble members come from different trees {sorted(t[:16] for t in trees)}: their pdf "
+                             f"ids mean different states")
+        self.tree_sha256 = trees.pop() if trees and all(s.tree_sha256 for _, s in members) else None
         self._groups: list[MemberGroup] | None = None
         self.num_pdfs = pdfs.pop()
         self.feat_dim = members[0][1].feat_dim
@@ -214,6 +219,12 @@ class Ensemble:
 
     def __len__(self) -> int:
         return len(self.members)
+
+    def describe(self) -> str:
+        """How errors name this ensemble: its model files, or its size when built in memory."""
+        if self.sources:
+            return "model " + ", ".join(map(str, self.sources[:3])) + (" ..." if len(self.sources) > 3 else "")
+        return f"model ({len(self.members)} member(s) in memory)"
 
     def to(self, device: str | torch.device) -> "Ensemble":
         for model, _ in self.members:

@@ -32,6 +32,7 @@ import torch
 
 from asr_kd.data.store import RaggedStore, check_finite, expect_kind, load_array
 from asr_kd.errors import AsrKdError
+from asr_kd.steps.tree import TREE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class FrameData:
             torch.full((n,), -1, dtype=torch.long, device=feats.device)
         self.num_pdfs = num_pdfs
         self.priors = priors
+        self.tree_sha256: str | None = None  # the alignment's tree (set by `load`), recorded in the model
         lengths = self.offsets[1:] - self.offsets[:-1]
         self.utt_of_frame = torch.repeat_interleave(torch.arange(len(self.utt_ids), device=feats.device), lengths)
         self._labelled: torch.Tensor | None = None
@@ -83,13 +85,17 @@ class FrameData:
         data = torch.from_numpy(np.array(feats.data, dtype=np.float32)).to(device=device, dtype=dtype)
         offsets = torch.from_numpy(feats.offsets.astype(np.int64))
         label_tensor = torch.from_numpy(labels) if labels is not None else None
-        return cls(data, offsets, feats.keys, label_tensor, num_pdfs, priors, name=str(feats_path))
+        frames = cls(data, offsets, feats.keys, label_tensor, num_pdfs, priors, name=str(feats_path))
+        frames.tree_sha256 = ali.meta.get(TREE_KEY) if ali is not None else None
+        return frames
 
     def to(self, device: str | torch.device) -> "FrameData":
         if torch.device(device) == self.feats.device:
             return self
-        return FrameData(self.feats.to(device), self.offsets, self.utt_ids, self.labels,
-                         self.num_pdfs, self.priors, self.name)
+        moved = FrameData(self.feats.to(device), self.offsets, self.utt_ids, self.labels,
+                          self.num_pdfs, self.priors, self.name)
+        moved.tree_sha256 = self.tree_sha256
+        return moved
 
     # ---- sizes --------------------------------------------------------------------------
     @property

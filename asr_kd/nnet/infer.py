@@ -28,6 +28,7 @@ from asr_kd.io import sha256_file
 from asr_kd.nnet.ensemble import Ensemble
 from asr_kd.nnet.frames import FrameData
 from asr_kd.nnet.stream import StreamedFrames, labelled_ranges, open_frames
+from asr_kd.steps.tree import TREE_KEY, check_same_tree, tree_of_dir
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +82,21 @@ def utterance_chunks(offsets: list[int], u0: int, u1: int, batch_size: int, devi
 def compute_loglikes(scorer, feats, out: str | Path, *, priors: np.ndarray | None = None,
                      temperature: float = 1.0, combine: str = "arith", dtype: str = "float32",
                      batch_size: int = 8192, prior_floor: float = 1e-10, device="cpu",
-                     budget: int | str = "auto") -> RaggedStore:
-    """Write per-utterance (frames, num_pdfs) log-likelihoods (or log posteriors if priors is None)."""
+                     budget: int | str = "auto", priors_source: str | Path | None = None) -> RaggedStore:
+    """Write per-utterance (frames, num_pdfs) log-likelihoods (or log posteriors if priors is None).
+
+    `priors_source`: the alignment store the priors come from; its tree must be the model's."""
     ens, data = as_ensemble(scorer, device), as_data(feats, device=device, budget=budget)
+    sides = [(ens.describe(), ens.tree_sha256)]
+    if priors_source is not None:
+        sides.append((f"priors {priors_source}", tree_of_dir(priors_source)))
+    tree = check_same_tree(sides)
     if data.dim != ens.feat_dim:
         raise AsrKdError(f"{data.name}: feature dim {data.dim}, but the model reads {ens.feat_dim}")
     shift = log_priors(priors, ens.num_pdfs, prior_floor).to(data.device) if priors is not None else None
     meta = {"kind": "loglike" if shift is not None else "log_posterior", "num_pdfs": ens.num_pdfs,
             "combine": combine, "temperature": temperature, "features": str(data.name),
-            "model_sha256": [sha256_file(p) for p in ens.sources]}
+            "model_sha256": [sha256_file(p) for p in ens.sources], TREE_KEY: tree}
     offsets = data.offsets.tolist()  # host copy once: no device sync per utterance below
     with RaggedStoreWriter(out, dtype) as writer, tqdm(total=len(data.utt_ids), desc="loglikes", disable=None) as bar:
         for u0, u1 in data.sequential_ranges():
@@ -110,6 +117,8 @@ def evaluate(scorer, feats, ali=None, *, combine: str = "arith", temperature: fl
              batch_size: int = 8192, device="cpu", budget: int | str = "auto") -> dict:
     """Frame accuracy and cross-entropy (nats/frame) of the (combined) posterior on labelled frames."""
     ens, data = as_ensemble(scorer, device), as_data(feats, ali, device, budget)
+    if isinstance(ali, (str, Path)):
+        check_same_tree([(ens.describe(), ens.tree_sha256), (f"alignment {ali}", tree_of_dir(ali))])
     if data.num_pdfs is not None and data.num_pdfs != ens.num_pdfs:
         raise AsrKdError(f"{data.name}: alignment has {data.num_pdfs} pdfs, the model {ens.num_pdfs} (another GMM?)")
     total = data.num_labelled_frames()

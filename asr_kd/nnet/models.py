@@ -172,6 +172,7 @@ class ModelSpec:
     right_context: int
     num_pdfs: int
     input_norm: bool = False  # the model starts with InputNorm (a `Normalized` wrapper)
+    tree_sha256: str | None = None  # the tree its pdf ids come from (the alignment's); None: unrecorded
 
     @property
     def input_dim(self) -> int:

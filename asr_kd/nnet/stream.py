@@ -41,6 +41,7 @@ import torch
 
 from asr_kd.data.store import RaggedStore, expect_kind
 from asr_kd.errors import AsrKdError
+from asr_kd.steps.tree import TREE_KEY
 from asr_kd.nnet.frames import STATS_BLOCK, FrameData, Moments, alignment_starts, check_finite, open_alignment
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ class StreamedFrames:
         self.lengths = lengths.astype(np.int64)
         self.utt_ids, self.num_pdfs, self.priors, self.name = list(utt_ids), num_pdfs, priors, name
         self.budget, self.chunk_frames = int(budget), int(budget) // 2
+        self.tree_sha256 = ali.meta.get(TREE_KEY) if ali is not None else None  # recorded in the model
         self.device = torch.device(device)
         self.offsets_np = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
         self.offsets = torch.from_numpy(self.offsets_np).to(self.device)

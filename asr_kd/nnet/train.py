@@ -61,6 +61,7 @@ from asr_kd.nnet.frames import FrameBatch, FrameData, make_generator, shuffled
 from asr_kd.nnet.models import (ModelConfig, ModelSpec, init_model, load_model, load_torch,  # noqa: F401 (re-export)
                                 save_final, save_torch)
 from asr_kd.nnet.stream import DataConfig, StreamedFrames, chunk_seed, labelled_ranges
+from asr_kd.steps.tree import check_same_tree
 
 Frames = FrameData | StreamedFrames
 
@@ -188,7 +189,9 @@ def make_spec(cfg: TrainConfig, train: Frames, dev: Frames, num_pdfs: int | None
         raise AsrKdError(f"{train.name}: number of pdfs unknown (no alignment store given)")
     if train.dim != dev.dim:
         raise AsrKdError(f"{dev.name}: feature dim {dev.dim} differs from {train.name}'s {train.dim}")
-    return ModelSpec(cfg.model, train.dim, cfg.left_context, cfg.right_context, int(num_pdfs), cfg.input_norm)
+    tree = check_same_tree([(f"alignment of {s.name}", getattr(s, "tree_sha256", None))
+                            for s in (train, dev) if s.num_pdfs is not None])
+    return ModelSpec(cfg.model, train.dim, cfg.left_context, cfg.right_context, int(num_pdfs), cfg.input_norm, tree)
 
 
 # ---------------------------------------------------------------- learners ------------------

@@ -254,8 +254,12 @@ def _step_seconds(done_dir: Path) -> dict[str, int]:
     out = {}
     for f in sorted(done_dir.iterdir()):
         text = f.read_text(encoding="utf-8").strip()
-        if text.isdigit():
+        if text.isdigit():  # a marker of the older recipe
             out[f.name] = int(text)
+        elif text.startswith("{") and not f.name.endswith(".started"):  # asr_kd.steps.recipe: JSON with "seconds"
+            seconds = json.loads(text).get("seconds")
+            if isinstance(seconds, int):
+                out[f.name] = seconds
     return out
 
 

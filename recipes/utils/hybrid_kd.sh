@@ -6,10 +6,13 @@
 #   dict_dir                     Kaldi dict dir (lexicon.txt, *_phones.txt)
 # set. Sourcing computes every path; the corpus's stage 0 runs next; then `hybrid_kd_stages`.
 #
-# Each step is one `asr-kd` call per data set. A step that succeeded leaves a marker
-# $exp/.done/<step> (holding its duration), so re-running the recipe skips it; a step without a
-# marker is re-run from a clean output dir, except nnet training, which resumes from its last
-# epoch checkpoint (bit-identical on CPU). Step logs: $exp/log/<step>.log.
+# Each step is one `asr-kd` call per data set. A step leaves a marker $exp/.done/<step> holding its
+# fingerprint (command line + identities of its input stores/models, asr_kd/steps/recipe.py) and
+# whether it finished. Re-running the recipe skips a finished step with the same fingerprint; a
+# step whose fingerprint changed (other options or inputs) is redone from scratch, its old outputs
+# removed first; a step killed midway is re-run from a clean output dir, except nnet training,
+# which resumes from its last epoch checkpoint (bit-identical on CPU). Step logs: $exp/log/<step>.log.
+# One run.sh per exp dir at a time ($exp/.lock); its asr-kd child dies with it, even on kill -9.
 
 # ------------------------------------------------------------------ paths (before any stage)
 . "$(dirname "${BASH_SOURCE[0]}")/find_python.sh"  # $python: --python, else the repo's .venv, else python3
@@ -72,27 +75,48 @@ kd() { "$python" -m asr_kd "$@"; }
 
 in_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
-# step NAME CMD...: run CMD unless $done_dir/NAME exists; output to $log_dir/NAME.log.
-step() {
-  local name=$1; shift
-  if [ -f "$done_dir/$name" ]; then echo "  [done] $name"; return 0; fi
+steps() { "$python" -m asr_kd.steps "$@"; }
+step_alias=(--alias "exp=$exp" --alias "gmm_exp=$gmm_exp" --alias "data=$data")  # markers survive a moved exp dir
+
+# lock_exp: take $exp/.lock for this run.sh (a second run on the same exp dir is refused, naming
+# this one's PID and command); released on exit. A lock left by a killed run is taken over.
+lock_exp() {
+  mkdir -p "$exp"
+  steps lock "$exp/.lock" --pid $$ || exit 1
+  trap 'steps unlock "$exp/.lock" --pid '$$ EXIT
+}
+
+# run_step NAME OUT CMD...: run CMD unless its marker says it finished with the same fingerprint.
+# OUT (may be empty) is removed before a (re)run. A changed fingerprint is said in one line and
+# runs CMD with ASR_KD_OVERWRITE=1, so an asr-kd command replaces the old output it finds.
+# Optional `step_io` (an array set by the caller): --derived/--extra paths for the fingerprint.
+run_step() {
+  local name=$1 out=$2; shift 2
   mkdir -p "$log_dir" "$done_dir"
+  local outs=(); [ -n "$out" ] && outs=(--out "$out")
+  local state
+  state=$(steps begin "$done_dir/$name" "${outs[@]}" "${step_alias[@]}" ${step_io[@]+"${step_io[@]}"} -- "$@") || exit 1
+  local overwrite=
+  case $state in
+    done) echo "  [done] $name"; return 0 ;;
+    redo*) echo "  [redo] $name: ${state#redo: }"; overwrite=1 ;;
+  esac
+  [ -n "$out" ] && rm -rf "$out"
   echo "  [run ] $name"
   local t0=$SECONDS
-  if ! "$@" >"$log_dir/$name.log" 2>&1; then
+  if ! ASR_KD_PARENT_PID=$BASHPID ASR_KD_OVERWRITE=$overwrite "$@" >"$log_dir/$name.log" 2>&1; then
     echo "$0: step $name failed; last lines of $log_dir/$name.log:" >&2
     tail -n 20 "$log_dir/$name.log" >&2
     exit 1
   fi
-  echo "$((SECONDS - t0))" >"$done_dir/$name"
+  steps finish "$done_dir/$name" "$((SECONDS - t0))" || exit 1
 }
 
-# fresh_step NAME OUT CMD...: like step, but first removes OUT left by an interrupted run.
-fresh_step() {
-  local name=$1 out=$2; shift 2
-  [ -f "$done_dir/$name" ] || rm -rf "$out"
-  step "$name" "$@"
-}
+# step NAME CMD...: run_step without an output dir to clean (the command resumes or replaces it).
+step() { local name=$1; shift; run_step "$name" "" "$@"; }
+
+# fresh_step NAME OUT CMD...: like step, but first removes OUT left by an interrupted or replaced run.
+fresh_step() { run_step "$@"; }
 
 # eval_dnn NAME DIR COMBINE MODELS...: frame accuracy and CE on dev and test into DIR/eval_<set>.json.
 eval_dnn() {
@@ -109,16 +133,22 @@ eval_dnn() {
 decode_dnn() {
   local name=$1 dir=$2 combine=$3; shift 3
   eval_dnn "$name" "$dir" "$combine" "$@"
-  [ -f "$done_dir/decode_${name}_test" ] && { echo "  [done] decode_${name}_test"; return 0; }
+  local decode=(kd decode "$label_graph" "$label_gmm" "$dir/decode_test" --loglikes "$dir/loglikes_test" --text "$test_dir/text"
+                --dev-loglikes "$dir/loglikes_dev" --dev-text "$dev_dir/text" "${decode_opts[@]}")
+  # the decode marker covers the chain models -> loglikes (deleted after decoding) -> decode
+  local step_io=(--derived "$dir/loglikes_dev" --derived "$dir/loglikes_test" --extra "$fbank/dev" --extra "$fbank/test"
+                 --extra "$dnn_ali"); for m in "$@"; do step_io+=(--extra "$m"); done
+  if [ "$(steps check "$done_dir/decode_${name}_test" --out "$dir/decode_test" "${step_alias[@]}" "${step_io[@]}" \
+        -- "${decode[@]}")" = done ]; then
+    echo "  [done] decode_${name}_test"; return 0
+  fi
   for set in dev test; do  # log-likelihood stores (deleted after decoding): rebuilt for a re-decode
     [ -d "$dir/loglikes_$set" ] || rm -f "$done_dir/loglikes_${name}_$set"
     fresh_step "loglikes_${name}_$set" "$dir/loglikes_$set" \
       kd compute-loglikes "$@" "$fbank/$set" "$dnn_ali" "$dir/loglikes_$set" --combine "$combine" \
         --device "$nnet_device" --dtype float16
   done
-  fresh_step "decode_${name}_test" "$dir/decode_test" \
-    kd decode "$label_graph" "$label_gmm" "$dir/decode_test" --loglikes "$dir/loglikes_test" --text "$test_dir/text" \
-      --dev-loglikes "$dir/loglikes_dev" --dev-text "$dev_dir/text" "${decode_opts[@]}"
+  fresh_step "decode_${name}_test" "$dir/decode_test" "${decode[@]}"
   if [ "$keep_loglikes" != true ]; then
     rm -rf "$dir/loglikes_dev" "$dir/loglikes_test"
   fi
@@ -230,8 +260,10 @@ hybrid_kd_stages() {
       decode_dnn student_T$t$student_suffix "$exp/student_T$t$student_suffix" arith "$exp/student_T$t$student_suffix"
       students+=("$exp/student_T$t$student_suffix")
     done
-    if [ "$package" = true ]; then  # the dev-chosen student as a product: package, fp32 and int8 on test
-      fresh_step package$student_suffix "$deploy/package" kd package "${students[@]}" --graph "$graph" --feats "$dnn_feats" \
+    if [ "$package" = true ] && [ "$dnn_input" = fmllr ]; then
+      echo "  [skip] package: a model on fMLLR features needs per-speaker transforms, which transcribe does not estimate"
+    elif [ "$package" = true ]; then  # the dev-chosen student as a product: package, fp32 and int8 on test
+      fresh_step package$student_suffix "$deploy/package" kd package "${students[@]}" --graph "$label_graph" --feats "$dnn_feats" \
         --ali "$dnn_ali" --lang "$lang_test" --out "$deploy/package"
       for backend in torch int8; do
         fresh_step eval_package${student_suffix}_$backend "$deploy/eval_${backend}_test.json" kd eval-package "$deploy/package" \
@@ -246,3 +278,5 @@ hybrid_kd_stages() {
     echo "results: $report/RESULTS.md"
   fi
 }
+
+lock_exp  # one run.sh per exp dir, from here (stage 0 of the corpus runs next) to exit

@@ -1,0 +1,5 @@
+import sys
+
+from asr_kd.steps.recipe import main
+
+sys.exit(main())
