@@ -9,7 +9,7 @@
 The transform is applied inside the shard workers through a feature view (`exp/tri2/feats`,
 rewritten at each MLLT pass), not by writing features (asr_kd/data/feature_view.py). `N.mat.npy`
 keeps each composed transform, so a killed run resumes with the transform of its pass;
-`final.mat.npy` is the one the final model was trained on. `model_view` makes the same view of
+`final.mat.npy` is the one the final model was trained on. `asr_kd.data.feature_view.model_view` makes the same view of
 another set (dev, test) for alignment and decoding.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from asr_kd.align.graphs import load_lang
 from asr_kd.align.lda import LdaStats, accumulate_lda, estimate_lda
 from asr_kd.align.mllt import MlltStats, accumulate_mllt, estimate_mllt, transform_means
 from asr_kd.align.tri import TriConfig, train_tri
-from asr_kd.data.feature_view import model_view, open_feats, write_view
+from asr_kd.data.feature_view import open_feats, write_view
 from asr_kd.data.store import RaggedStore
 from asr_kd.errors import AsrKdError
 from asr_kd.io import atomic_path, write_json
