@@ -9,8 +9,8 @@
 The transform is applied inside the shard workers through a feature view (`exp/tri2/feats`,
 rewritten at each MLLT pass), not by writing features (asr_kd/data/feature_view.py). `N.mat.npy`
 keeps each composed transform, so a killed run resumes with the transform of its pass;
-`final.mat.npy` is the one the final model was trained on. `asr_kd.data.feature_view.model_view` makes the same view of
-another set (dev, test) for alignment and decoding.
+`final.mat.npy` is the one the final model was trained on. `asr_kd.data.feature_view.model_view`
+makes the same view of another set (dev, test) for alignment and decoding.
 """
 from __future__ import annotations
 
