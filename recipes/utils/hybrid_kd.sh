@@ -17,7 +17,7 @@
 # ------------------------------------------------------------------ paths (before any stage)
 . "$(dirname "${BASH_SOURCE[0]}")/find_python.sh"  # $python: --python, else the repo's .venv, else python3
 # One intra-op thread per process unless the caller says otherwise: the recipe's DNNs are small, the GMM
-# stages run --nj processes, and on a loaded 2-core machine two spinning OpenMP threads made an AN4 DNN
+# stages run --nj processes, and on a loaded 2-core machine two OpenMP threads per process made an AN4 DNN
 # epoch 13-17x slower (2,962 vs 22,629 frames/s between two epochs of one run; 5.5 s vs 72.9 s for 50 steps).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 sets="train dev test"
