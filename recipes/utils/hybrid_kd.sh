@@ -17,8 +17,9 @@
 # ------------------------------------------------------------------ paths (before any stage)
 . "$(dirname "${BASH_SOURCE[0]}")/find_python.sh"  # $python: --python, else the repo's .venv, else python3
 # One intra-op thread per process unless the caller says otherwise: the recipe's DNNs are small, the GMM
-# stages run --nj processes, and on a loaded 2-core machine two OpenMP threads per process made an AN4 DNN
-# epoch 13-17x slower (2,962 vs 22,629 frames/s between two epochs of one run; 5.5 s vs 72.9 s for 50 steps).
+# stages run --nj processes, and on a loaded 2-core machine two OpenMP threads per process made DNN
+# training 13-17x slower (50 steps: 72.9 s vs 5.5 s; 213 vs 3,669 frames/s; in one make an4 a DNN epoch
+# fell from 22,629 to 2,962 frames/s when other jobs started).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 sets="train dev test"
 declare -A set_dir=([train]=$train_dir [dev]=$dev_dir [test]=$test_dir)
