@@ -222,7 +222,7 @@ def _align(args) -> None:
 
     cfg = load_config(AlignConfig, args.config, args.set)
     start = time.time()
-    with step_output(args, "out_dir", (*GMM_INPUTS, "model_dir"), to_dict(cfg)) as claim:
+    with step_output(args, "out_dir", (*GMM_INPUTS, "model_dir"), to_dict(cfg), replaced_whole=True) as claim:
         if claim.done:
             return
         align_data(_feats(args.feats), _texts(args.data_dir), args.lang_dir, args.model_dir, args.out_dir, cfg,

@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_compute(args) -> None:
     job_cfg = load_config(FeatureJobConfig, args.config, args.set)
     feat_cfg, cmvn_cfg = job_cfg.split()
-    with step_output(args, "out_dir", ("data_dir",), dataclasses.asdict(job_cfg)) as claim:
+    with step_output(args, "out_dir", ("data_dir",), dataclasses.asdict(job_cfg), replaced_whole=True) as claim:
         if claim.done:
             return
         store = compute_features(args.data_dir, args.out_dir, feat_cfg, cmvn_cfg,

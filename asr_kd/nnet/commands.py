@@ -159,7 +159,7 @@ def _compute_loglikes(args) -> None:
 
     priors = None if args.priors == "none" else read_priors(args.priors)
     inputs = ("models", "feats") if args.priors == "none" else ("models", "feats", "priors")
-    with step_output(args, "out", inputs) as claim:
+    with step_output(args, "out", inputs, replaced_whole=True) as claim:
         if claim.done:
             return
         store = compute_loglikes(_scorer(args), args.feats, args.out, priors=priors, temperature=args.temperature,

@@ -62,16 +62,22 @@ def command_fingerprint(args, *, inputs: Sequence[str], output: str, config: dic
 
 
 @contextlib.contextmanager
-def step_output(args, output: str, inputs: Sequence[str], config: dict | None = None) -> Iterator[Claim]:
+def step_output(args, output: str, inputs: Sequence[str], config: dict | None = None, *,
+                replaced_whole: bool = False) -> Iterator[Claim]:
     """`claim_output` for a CLI command whose output path is `args.<output>`."""
     fp = command_fingerprint(args, inputs=inputs, output=output, config=config)
     overwrite = getattr(args, "overwrite", False) or os.environ.get("ASR_KD_OVERWRITE") == "1"
-    with claim_output(getattr(args, output), fp, overwrite=overwrite, what=f"{args.command} output") as claim:
+    with claim_output(getattr(args, output), fp, overwrite=overwrite, what=f"{args.command} output",
+                      replaced_whole=replaced_whole) as claim:
         yield claim
 
 
 @contextlib.contextmanager
-def claim_output(out: str | Path, fp: dict, *, overwrite: bool = False, what: str = "output") -> Iterator[Claim]:
+def claim_output(out: str | Path, fp: dict, *, overwrite: bool = False, what: str = "output",
+                 replaced_whole: bool = False) -> Iterator[Claim]:
+    """`replaced_whole`: the step writes a new output beside the old one and renames it over it when
+    done (stores): on --overwrite the old output then stays until the new one lands, so a re-run that
+    fails (full disk, bad input) loses nothing; only the partial work of killed runs is removed first."""
     out = Path(out)
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 decides, locks and writes the record
         record = read_record(out)
@@ -79,18 +85,24 @@ def claim_output(out: str | Path, fp: dict, *, overwrite: bool = False, what: st
         yield Claim(out, "done" if same and record.get("finished") else "resume", fp)
         return
     with OutputLock(lock_path_of(out), f"{what} {out}"):
-        claim = Claim(out, _decide(out, fp, overwrite), fp)
+        claim = Claim(out, _decide(out, fp, overwrite, replaced_whole), fp)
         if claim.done:
             print(f"{out}: already done with the same inputs and options (see {out / STEP_FILE}); nothing to do "
                   f"(--overwrite redoes it)")
             yield claim
             return
-        _write_record(out, fp, finished=False)
-        yield claim
+        if claim.state == "new" and not (replaced_whole and _has_content(out)):  # an old output stays untouched
+            _write_record(out, fp, finished=False)
+        try:
+            yield claim
+        except BaseException:
+            if claim.state == "new":
+                _drop_empty(out)  # a step that failed before writing anything leaves nothing behind
+            raise
         _write_record(out, fp, finished=True)
 
 
-def _decide(out: Path, fp: dict, overwrite: bool) -> str:
+def _decide(out: Path, fp: dict, overwrite: bool, replaced_whole: bool = False) -> str:
     record = read_record(out)
     same = record is not None and not changes(record.get("fingerprint", {}), fp)
     if same and not overwrite:
@@ -106,7 +118,7 @@ def _decide(out: Path, fp: dict, overwrite: bool) -> str:
     if not overwrite:
         raise AsrKdError(f"{why}; pass --overwrite to replace it, or choose another output")
     print(f"{out}: replacing it (--overwrite): {why}")
-    remove_output(out)
+    remove_output(out, keep_output=replaced_whole)
     return "new"
 
 
@@ -126,13 +138,21 @@ def _has_content(out: Path) -> bool:
     return out.is_dir() and any(p.name != STEP_FILE for p in out.iterdir())
 
 
-def remove_output(out: Path) -> None:
-    """Remove an output and the partial work a killed run of it left (so nothing old is resumed)."""
-    for path in (out, out.with_name(out.name + ".shards"), out.with_name(f".{out.name}.partial")):
+def remove_output(out: Path, keep_output: bool = False) -> None:
+    """Remove an output (unless `keep_output`) and the partial work a killed run of it left (so
+    nothing old is resumed)."""
+    paths = [out.with_name(out.name + ".shards"), out.with_name(f".{out.name}.partial")]
+    for path in paths if keep_output else [out, *paths]:
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+def _drop_empty(out: Path) -> None:
+    if out.is_dir() and not _has_content(out):
+        (out / STEP_FILE).unlink(missing_ok=True)
+        out.rmdir()
 
 
 def _write_record(out: Path, fp: dict, finished: bool) -> None:
