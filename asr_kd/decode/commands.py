@@ -104,6 +104,10 @@ def _decode(args) -> None:
     for store in (args.loglikes, args.dev_loglikes):
         if store:
             check_same_tree([model_tree, (f"log-likelihoods {store}", tree_of_dir(store))])
+    if args.dev_feats or args.dev_loglikes:
+        if not args.dev_text:
+            raise AsrKdError("--dev-feats/--dev-loglikes need --dev-text to choose the acoustic scale and word penalty")
+        _lm_weights(args)  # options checked before anything is claimed or written
     with step_output(args, "out_dir", DECODE_INPUTS) as claim:
         if not claim.done:
             _decode_into(args)
@@ -120,8 +124,6 @@ def _decode_into(args) -> None:
     settings = {"beam": job.beam, "lattice_beam": job.lattice_beam, "max_active": job.max_active,
                 "graph_dir": args.graph_dir, "model_dir": args.model_dir}
     if args.dev_feats or args.dev_loglikes:
-        if not args.dev_text:
-            raise AsrKdError("--dev-feats/--dev-loglikes need --dev-text to choose the acoustic scale and word penalty")
         penalties = _floats(args.word_penalties) or DEFAULT_PENALTIES
         tuned = tune_and_decode(_decode_job(args, dev=True), read_text_table(args.dev_text), job, _lm_weights(args),
                                 penalties, jobs, args.lattice_acoustic_scale)
