@@ -85,7 +85,10 @@ def run_stage(name: str, argv: list[str], log_dir: str) -> dict:
     load_before = os.getloadavg()
     start = time.perf_counter()
     with open(os.path.join(log_dir, f"{name}.log"), "w") as log:
-        child = subprocess.Popen([sys.executable, "-m", "asr_kd", *argv], stdout=log, stderr=subprocess.STDOUT)
+        # one OpenMP thread per process, as the recipes run them (two spin on a loaded machine: CPU without work)
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        child = subprocess.Popen([sys.executable, "-m", "asr_kd", *argv], stdout=log, stderr=subprocess.STDOUT,
+                                 env=env)
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
