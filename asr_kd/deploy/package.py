@@ -174,13 +174,9 @@ def open_package(path: str | os.PathLike) -> Package:
 
 def read_lexicon(pkg: Package) -> tuple[dict[str, list[tuple[str, ...]]], set[str]]:
     """(word -> pronunciations as phone-name tuples, silence phone names) for word times."""
-    from asr_kd.lang.prepare_lang import read_symbol_table
+    from asr_kd.lang.prepare_lang import read_align_lexicon, read_symbol_table
 
-    prons: dict[str, list[tuple[str, ...]]] = {}
-    for line in pkg.file("lang/align_lexicon.txt").read_text(encoding="utf-8").splitlines():
-        fields = line.split()
-        if len(fields) >= 3:
-            prons.setdefault(fields[0], []).append(tuple(fields[2:]))
+    prons = read_align_lexicon(pkg.file("lang/align_lexicon.txt"))
     id2phone = {i: p for p, i in read_symbol_table(pkg.file("graph/phones.txt")).items()}
     silence = {id2phone[int(i)] for i in pkg.file("lang/silence.int").read_text().split()}
     return prons, silence

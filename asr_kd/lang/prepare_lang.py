@@ -179,9 +179,16 @@ def lm_vocabulary(lang_dir: str | os.PathLike) -> list[str]:
     lang_dir = Path(lang_dir)
     silence = set((lang_dir / "phones/silence.txt").read_text(encoding="utf-8").split())
     oov = (lang_dir / "oov.txt").read_text(encoding="utf-8").strip()
-    spoken = set()
-    for line in (lang_dir / "phones/align_lexicon.txt").read_text(encoding="utf-8").splitlines():
-        word, _, *phones = line.split()
-        if any(ph not in silence for ph in phones):
-            spoken.add(word)
+    prons = read_align_lexicon(lang_dir / "phones/align_lexicon.txt")
+    spoken = {word for word, options in prons.items() if any(ph not in silence for pron in options for ph in pron)}
     return sorted(spoken - {oov})
+
+
+def read_align_lexicon(path: str | os.PathLike) -> dict[str, list[tuple[str, ...]]]:
+    """phones/align_lexicon.txt (`word word phone...` per line) -> word -> its pronunciations (phone names)."""
+    prons: dict[str, list[tuple[str, ...]]] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) >= 3:
+            prons.setdefault(fields[0], []).append(tuple(fields[2:]))
+    return prons
