@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 
 from align_synth import boundary_errors, hyp_segments, make_corpus, make_lang
-from asr_kd.align.alignment import AlignConfig, ModelPaths, align_data, align_set, utt_shards
+from asr_kd.align.alignment import AlignConfig, ModelPaths, UttText, align_data, align_set, shard_graphs, utt_shards
 from asr_kd.align.graphs import load_lang
 from asr_kd.align.mono import MonoConfig, train_mono
 from asr_kd.data.store import RaggedStore, write_store
 from asr_kd.errors import AsrKdError
 from asr_kd.io import sha256_file
 from asr_kd.kaldi import gmm
+from asr_kd.kaldi.fst import fst_arcs, fst_finals
+from asr_kd.kaldi.gmm_align import kaldi_string_hash
 
 CFG = MonoConfig(num_iters=10, max_iter_inc=6, tot_gauss=20, realign_iters=[1, 2, 3, 4, 5, 6, 8])
 
@@ -65,6 +67,39 @@ def test_model_and_tree_files_roundtrip(mono):
     assert am2.num_gauss == am.num_gauss
     assert all(abs(am.log_likelihood(p, x) - am2.log_likelihood(p, x)) < 1e-3 for p in range(am.num_pdfs))
     assert np.allclose(tm2.log_probs, tm.log_probs) and np.allclose(tm2.non_self_loop_log_probs, tm.non_self_loop_log_probs)
+
+
+def graph_weights(root, lang, feats, model: str, item: UttText) -> list[float]:
+    paths = ModelPaths(str(lang), str(root / "mono" / "tree"), str(root / "mono" / model), str(feats.path))
+    graph = shard_graphs([item], paths)[item.utt]
+    return [a.weight for a in fst_arcs(graph)] + sorted(fst_finals(graph).values())
+
+
+def test_training_graphs_carry_no_transition_probabilities(mono):
+    """As compile-train-graphs: gmm-align-compiled adds the current model's transition probabilities,
+    so a graph must not carry the compiling model's too (it did: they were counted twice, self-loops
+    at scale 1, and on yesno silence collapsed to one state while words absorbed the pauses)."""
+    root, lang, feats, texts, _, _ = mono
+    tree = gmm.read_tree(root / "mono" / "tree")
+    first, final = (gmm.read_model(root / "mono" / m, tree)[0] for m in ("0.mdl", "final.mdl"))
+    assert not np.allclose(first.log_probs, final.log_probs)         # training moved them: the test can fail
+    item = UttText(*sorted(texts.items())[0])
+    assert graph_weights(root, lang, feats, "0.mdl", item) == graph_weights(root, lang, feats, "final.mdl", item)
+
+
+def test_equal_alignment_seeds_each_utterance_by_its_id(mono):
+    """align-equal-compiled draws the optional silences with the seed Kaldi's StringHasher gives the
+    utterance id; one seed for all drew the same choices for every transcript of the same shape."""
+    assert [kaldi_string_hash(s) for s in ("a", "ab", "utt001", "global-1_0_0_0_0_0_0_0")] == \
+        [97, 97 * 7853 + 98, -1279058134, -364624972]   # last two: the same recurrence in numpy uint64 -> int32
+    root, lang, feats, _, _, _ = mono
+    paths = ModelPaths(str(lang), str(root / "mono" / "tree"), str(root / "mono" / "0.mdl"), str(feats.path))
+    graph = shard_graphs([UttText("any", "AH BE")], paths)["any"]
+    tm, _ = gmm.read_model(root / "mono" / "0.mdl", gmm.read_tree(root / "mono" / "tree"))
+    silence = load_lang(lang).phones["SIL"]
+    starts = {tm.transition_id_to_phone(int(gmm.equal_align(graph, 40, f"utt{i:03d}")[0])) == silence
+              for i in range(20)}
+    assert starts == {True, False}
 
 
 def test_short_utterance_aligns_and_too_short_one_fails_loudly(mono, tmp_path):

@@ -75,7 +75,7 @@ class ModelPaths:
     model: str
     feats: str
     graph_dir: str | None = None   # per-shard graph archives are kept here, compiled once per training run
-    graph_model: str | None = None  # model whose transition probs the graphs carry (default: `model`)
+    graph_model: str | None = None  # model the graphs are compiled with (default: `model`); they carry no probs
 
 
 @dataclass

@@ -95,7 +95,7 @@ class Run:
     shards: list[list[UttText]]
     jobs: Jobs
     seed: int
-    initial_model: str     # the graphs carry its transition probs ("0.mdl" mono, "1.mdl" tri), as in Kaldi
+    initial_model: str     # the graphs are compiled with its transition model ("0.mdl" mono, "1.mdl" tri), as in Kaldi
 
     @classmethod
     def create(cls, exp: ExpDir, tree, lang_dir, feats: RaggedStore, texts: dict[str, str], align: AlignConfig,

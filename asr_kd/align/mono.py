@@ -106,7 +106,7 @@ def equal_alignment_shard(items: list[UttText], paths: ModelPaths) -> tuple[dict
     graphs, feats = shard_graphs(items, paths), RaggedStore(paths.feats)
     ali, failed = {}, []
     for utt, _ in items:
-        tids = gmm.equal_align(graphs[utt], feats.num_rows(utt))
+        tids = gmm.equal_align(graphs[utt], feats.num_rows(utt), utt)
         if tids is None:
             failed.append(utt)
         else:
