@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir")
     p.add_argument("--num-utts", type=int,
                    help="train on the N shortest utterances (default 2000, Kaldi's LibriSpeech recipe; 0 = all)")
+    p.add_argument("--tot-gauss", type=positive_int,
+                   help="total number of Gaussians (default 1000, Kaldi's train_mono.sh; its egs/yesno: 400)")
     p.set_defaults(func=_train_mono)
 
     p = sub.add_parser("train-tri", help="tied-state triphone GMM-HMM from an alignment (Kaldi train_deltas.sh)")
@@ -125,7 +127,7 @@ def _train_mono(args) -> None:
     from asr_kd.align.mono import MonoConfig, train_mono
     from asr_kd.config import load_config
 
-    cfg = load_config(MonoConfig, args.config, _overrides(args, num_utts=args.num_utts))
+    cfg = load_config(MonoConfig, args.config, _overrides(args, num_utts=args.num_utts, tot_gauss=args.tot_gauss))
     start = time.time()
     with step_output(args, "out_dir", GMM_INPUTS, to_dict(cfg)) as claim:
         if claim.done:

@@ -184,7 +184,8 @@ hybrid_kd_stages() {
 
   if in_stage 3; then
     echo "stage 3: monophone GMM, alignment of train, graph, GMM decoding"
-    fresh_step train_mono "$mono" kd train-mono "${job_opts[@]}" --num-utts "$mono_num_utts" "$mfcc/train" "$train_dir" "$lang" "$mono"
+    fresh_step train_mono "$mono" kd train-mono "${job_opts[@]}" --num-utts "$mono_num_utts" --tot-gauss "$mono_tot_gauss" \
+      "$mfcc/train" "$train_dir" "$lang" "$mono"
     fresh_step align_mono "${mono}_ali" kd align "${job_opts[@]}" "$mfcc/train" "$train_dir" "$lang" "$mono" "${mono}_ali"
     fresh_step make_graph_mono "$mono/graph_bg" kd make-graph "$lang_test" "$mono" "$mono/graph_bg"
     fresh_step decode_mono_test "$mono/decode_test" kd decode "$mono/graph_bg" "$mono" "$mono/decode_test" \

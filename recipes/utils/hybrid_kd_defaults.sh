@@ -21,6 +21,7 @@ device=auto              # nnet training / inference device: auto | cpu | cuda |
 lm_order=2               # n-gram order of the LM trained on the training transcripts
 lm=                      # an ARPA LM file to decode with instead (lang_test is built from it); empty = train one
 mono_num_utts=2000       # monophones on the N shortest train utterances (Kaldi's LibriSpeech: 2000); 0 = all
+mono_tot_gauss=1000      # monophones: total Gaussians (Kaldi's train_mono.sh: 1000; its egs/yesno: 400)
 tri_num_utts=5000        # tri1 on N train utterances spread over the set (Kaldi's train_5k); 0 = all.
                          # Every set is then aligned with tri1. AN4 (857 utterances) uses all of them.
 num_leaves=auto          # tri1: tied HMM states (= DNN output classes); auto: from the hours of training

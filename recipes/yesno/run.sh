@@ -19,6 +19,7 @@ mfcc_conf=conf/mfcc.yaml  # 8 kHz versions of AN4's feature configs
 fbank_conf=conf/fbank.yaml
 dnn_conf=../an4/conf/dnn.yaml
 distill_conf=../an4/conf/distill.yaml
+mono_tot_gauss=400        # as Kaldi's egs/yesno (train_mono.sh --totgauss 400)
 num_leaves=20             # 2 words, 3 phones: a tiny tree
 tot_gauss=200
 hidden_dim=64
