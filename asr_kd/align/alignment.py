@@ -31,6 +31,7 @@ from asr_kd.parallel import Jobs, run_shards
 from asr_kd.steps.tree import TREE_KEY
 
 log = logging.getLogger(__name__)
+GRAPHS_VERSION = b"2: no transition probs\n"  # in the archive names: a run resumed after the change recompiles
 
 
 @dataclass
@@ -167,7 +168,8 @@ def shard_graphs(items: list[UttText], paths: ModelPaths) -> dict:
     """
     archive = None
     if paths.graph_dir is not None:
-        digest = hashlib.sha1(Path(paths.tree).read_bytes() + "".join(f"{u} {t}\n" for u, t in items).encode())
+        digest = hashlib.sha1(GRAPHS_VERSION + Path(paths.tree).read_bytes()
+                              + "".join(f"{u} {t}\n" for u, t in items).encode())
         digest = digest.hexdigest()[:20]
         archive = Path(paths.graph_dir) / f"{digest}.ark"
         if archive.is_file():
