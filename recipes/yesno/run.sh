@@ -23,7 +23,10 @@ mono_tot_gauss=400        # as Kaldi's egs/yesno (train_mono.sh --totgauss 400)
 num_leaves=20             # 2 words, 3 phones: a tiny tree
 tot_gauss=200
 hidden_dim=64
+dnn_cmvn=utterance        # per-utterance CMN of the DNN fbank: with per-speaker CMN (one speaker) every DNN
+                          # inserted 2 YES in test file 1_0_0_1_0_1_1_1 (tail of a NO read as the tail of a YES)
 num_members=3
+decode_members=3          # every member decoded (seconds each here): the target is every system's WER
 lm=conf/task.arpa         # Kaldi's yesno grammar (input/task.arpabo): uniform unigram over YES/NO
 beam=20                   # the graph is tiny (cheap to search); the dev lattice decoder has no min_active
                           # and at beam 11 prunes long-silence paths the best-path decoder keeps
