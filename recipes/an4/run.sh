@@ -18,6 +18,7 @@ corpus=${AN4_CORPUS:-}   # AN4 dir (etc/, wav/) or its parent, env AN4_CORPUS; e
 shared_corpus=$(cd ../../.. && pwd)/shared/corpora/an4  # local copy used if present when --corpus is empty
 downloads=downloads      # with no local copy, stage 0 downloads and unpacks AN4 here (mirror: ASR_KD_DOWNLOAD_URL)
 subset=0                 # >0: keep only the first N utterances of each set (smoke tests)
+dnn_jobs=2               # the baseline next to the ensemble, two students at once: both cores (AN4 fits twice)
 num_leaves=500           # tri1 size measured on AN4 (0.8 h; the auto rule would give 450 / 2250)
 tot_gauss=4000
 . ../utils/parse_options.sh

@@ -76,6 +76,7 @@ decode_opts=(--lm-weights "$lm_weights" --word-penalties "$word_penalties" --bea
 members=(); for ((i = 0; i < num_members; i++)); do members+=("$ensemble/member_$i"); done
 
 # ------------------------------------------------------------------ helpers
+. "$(dirname "${BASH_SOURCE[0]}")/parallel_steps.sh"  # in_parallel, wait_parallel
 kd() { "$python" -m asr_kd "$@"; }
 
 in_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
@@ -159,6 +160,20 @@ decode_dnn() {
   fi
 }
 
+# distill_at T: the teacher cache at T (if cached) and the student distilled at T.
+distill_at() {
+  local t=$1 teacher=(--teacher "$ensemble" --combination "$combination")
+  if [ "$teacher_cache" = true ]; then  # the ensemble runs once per T (arith) or once for every T (geo)
+    local cache=$teacher_cache_dir; [ "$combination" = arith ] && cache=${teacher_cache_dir}_T$t
+    fresh_step "cache_teacher_$(basename "$cache")" "$cache" kd cache-teacher "$ensemble" --feats "$dnn_feats" \
+      --out "$cache" --combination "$combination" --temperature "$t" --device "$nnet_device"
+    teacher=(--teacher-cache "$cache")
+  fi
+  step distill_T$t$student_suffix kd distill --config "$distill_conf" "${student_size[@]}" "${teacher[@]}" \
+    --set loss.temperature=$t --set "loss.terms=$soft_terms" \
+    "$dnn_feats" "$dnn_ali" "$fbank/dev" "${ali}_dev" "$exp/student_T$t$student_suffix"
+}
+
 # ------------------------------------------------------------------ stages 1-9
 hybrid_kd_stages() {
   if in_stage 1; then
@@ -209,30 +224,21 @@ hybrid_kd_stages() {
 
   if in_stage 5; then
     echo "stage 5: baseline DNN (${hidden_layers} x ${hidden_dim})"
-    step train_dnn kd train --config "$dnn_conf" "${model_size[@]}" \
+    in_parallel step train_dnn kd train --config "$dnn_conf" "${model_size[@]}" \
       "$dnn_feats" "$dnn_ali" "$fbank/dev" "${ali}_dev" "$dnn"
   fi
 
   if in_stage 6; then
     echo "stage 6: ensemble of $num_members DNNs (seeds $member_seed..$((member_seed + num_members - 1)))"
-    step train_ensemble kd train-ensemble --config "$dnn_conf" "${model_size[@]}" --set seed=$member_seed \
+    in_parallel step train_ensemble kd train-ensemble --config "$dnn_conf" "${model_size[@]}" --set seed=$member_seed \
       --k "$num_members" "$dnn_feats" "$dnn_ali" "$fbank/dev" "${ali}_dev" "$ensemble"
   fi
+  wait_parallel
 
   if in_stage 7; then
     echo "stage 7: distillation, one student per temperature ($temperatures), teacher $combination"
-    for t in $temperatures; do
-      local teacher=(--teacher "$ensemble" --combination "$combination")
-      if [ "$teacher_cache" = true ]; then  # the ensemble runs once per T (arith) or once for every T (geo)
-        local cache=$teacher_cache_dir; [ "$combination" = arith ] && cache=${teacher_cache_dir}_T$t
-        fresh_step "cache_teacher_$(basename "$cache")" "$cache" kd cache-teacher "$ensemble" --feats "$dnn_feats" \
-          --out "$cache" --combination "$combination" --temperature "$t" --device "$nnet_device"
-        teacher=(--teacher-cache "$cache")
-      fi
-      step distill_T$t$student_suffix kd distill --config "$distill_conf" "${student_size[@]}" "${teacher[@]}" \
-        --set loss.temperature=$t --set "loss.terms=$soft_terms" \
-        "$dnn_feats" "$dnn_ali" "$fbank/dev" "${ali}_dev" "$exp/student_T$t$student_suffix"
-    done
+    for t in $temperatures; do in_parallel distill_at "$t"; done
+    wait_parallel
     if [ -n "$student_suffix" ]; then  # the same size on hard labels alone: what distillation is compared with
       step train_dnn$student_suffix kd train --config "$dnn_conf" "${model_size[@]}" \
         --set model.hidden_layers=$student_layers --set model.hidden_dim=$student_hidden_dim \

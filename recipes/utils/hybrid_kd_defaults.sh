@@ -16,6 +16,8 @@ dnn_conf=conf/dnn.yaml          # baseline and ensemble members (TrainConfig)
 distill_conf=conf/distill.yaml  # students (DistillConfig); the size options below override both
 python=${PYTHON:-}        # a Python with asr_kd; empty: the repo's .venv/bin/python, else python3 if it imports asr_kd
 nj=2                     # parallel jobs (shards of utterances): features, GMM training and alignment, decoding
+dnn_jobs=1               # independent DNN steps run at once (baseline next to the ensemble, one student per T),
+                         # each single-threaded; 1 on large corpora: each sizes its resident frames by free memory
 dask_scheduler=          # tcp://HOST:PORT: run those jobs on a Dask cluster instead of local processes
 device=auto              # nnet training / inference device: auto | cpu | cuda | cuda:N
 lm_order=2               # n-gram order of the LM trained on the training transcripts

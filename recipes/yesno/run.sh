@@ -20,6 +20,7 @@ fbank_conf=conf/fbank.yaml
 dnn_conf=../an4/conf/dnn.yaml
 distill_conf=../an4/conf/distill.yaml
 mono_tot_gauss=400        # as Kaldi's egs/yesno (train_mono.sh --totgauss 400)
+dnn_jobs=2                # the baseline next to the ensemble, two students at once
 num_leaves=20             # 2 words, 3 phones: a tiny tree
 tot_gauss=200
 hidden_dim=64
