@@ -1,6 +1,6 @@
 # Defaults of the shared hybrid DNN-HMM + distillation stages (recipes/utils/hybrid_kd.sh).
 # Sourced by every recipes/<corpus>/run.sh BEFORE parse_options.sh, so each is a --option there.
-# Sizes here fit the 2-core CPU budget (AN4 end to end in ~15 min); conf/gpu.conf has the paper's.
+# Sizes here fit the 2-core CPU budget (AN4 end to end in about 9 min); conf/gpu.conf has the paper's.
 option_files+=("${BASH_SOURCE[0]}")
 
 stage=0                  # first stage to run (0 = data prep)
